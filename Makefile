@@ -1,0 +1,45 @@
+# beamlens: the two commands of the README, each doing its own set-up on a fresh machine.
+#   make demo   – the whole chain on the embedded default corpus
+#   make test   – the test suite
+# A second run reuses .venv and starts in seconds (the install is keyed on setup.py).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+UV     := $(VENV)/bin/uv
+STAMP  := $(VENV)/.beamlens-installed
+TFLITE_SUPPORT := tflite-support==0.4.4
+DEMO_DIR ?= build/demo
+PYTEST_ARGS ?=
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test install clean-demo
+
+demo: $(STAMP)
+	$(VENV)/bin/beamlens demo --workdir $(DEMO_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): setup.py Makefile | $(VENV)/bin/python
+	@# tflite-support links libusb-1.0.so.0, which a new Debian machine does not have.
+	@if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then \
+	  echo "installing the Debian package libusb-1.0-0 (needed by tflite-support)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null; \
+	fi
+	$(PY) -m pip install -q --upgrade pip uv
+	$(UV) pip install --python $(PY) -e '.[dev,dask]'
+	@# Its protobuf<4 pin is false for our use and conflicts with protobuf 6 (see setup.py).
+	$(UV) pip install --python $(PY) --no-deps $(TFLITE_SUPPORT)
+	touch $(STAMP)
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

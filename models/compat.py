@@ -1,0 +1,270 @@
+"""The one home of beamlens' platform work-arounds.
+
+Every dependency quirk that forces us to bend our code lives here, so that the rest of the
+project reads as if the libraries simply worked. Each work-around names the versions it is for;
+when those versions move on, this is the only file to revisit.
+
+Versions this module is written for (see ../shared/docs/PLATFORM.md):
+  tensorflow 2.21, scann 1.4.2, tflite-support 0.4.4, protobuf 6.33 (forced by tfx-bsl 1.21).
+
+1. scann 1.4.2's TF custom ops are built against TF 2.20 and fail to load under TF 2.21
+   ("undefined symbol ... absl"). ``import scann`` imports them whenever TensorFlow is importable,
+   so we register a placeholder for ``scann.scann_ops.py.scann_ops`` first and use only the
+   numpy/pybind API (``scann_ops_pybind``), which is all the searcher builder needs.
+2. tflite-support 0.4.4's native modules (Task Library, metadata writers, index builder) cannot
+   share a process with TensorFlow ("cannot initialize type StatusCode"), its ``_pb2`` files need
+   the pure-Python protobuf implementation, and its pybind11 proto casters call
+   ``MessageFactory.GetPrototype``, removed in protobuf 5. A process that will use tflite-support
+   is therefore prepared *before* protobuf is imported: TensorFlow is made unimportable, the
+   pure-Python protobuf is chosen and ``GetPrototype`` is restored.
+   Callers never deal with this: :func:`call_tflite` runs a function in the current process when
+   it has been prepared for tflite-support, and otherwise in a long-lived child process that was.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+import traceback
+import types
+from typing import Any, BinaryIO, Callable
+
+_SCANN_TF_OPS_MODULE = "scann.scann_ops.py.scann_ops"
+_PROTOBUF_IMPL_ENV = "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"
+_TFLITE_PROCESS_FLAG = "_beamlens_tflite_process"
+
+
+# --------------------------------------------------------------------------------------------
+# 1. scann (1.4.2 with TF 2.21)
+# --------------------------------------------------------------------------------------------
+def import_scann_pybind() -> types.ModuleType:
+    """Return ``scann.scann_ops_pybind`` without loading scann's TF ops (scann 1.4.2, TF 2.21)."""
+    if _SCANN_TF_OPS_MODULE not in sys.modules:
+        placeholder = types.ModuleType(_SCANN_TF_OPS_MODULE)
+        placeholder.__doc__ = "Placeholder: scann's TF ops do not load with TF 2.21 (beamlens)."
+        sys.modules[_SCANN_TF_OPS_MODULE] = placeholder
+    from scann.scann_ops.py import scann_ops_pybind  # noqa: PLC0415 (must follow the placeholder)
+
+    return scann_ops_pybind
+
+
+# --------------------------------------------------------------------------------------------
+# 2. tflite-support (0.4.4 with TF 2.21 and protobuf 6)
+# --------------------------------------------------------------------------------------------
+def tensorflow_loaded() -> bool:
+    """True when TensorFlow has been imported into this process."""
+    module = sys.modules.get("tensorflow")
+    return module is not None
+
+
+def is_tflite_process() -> bool:
+    """True when this process has been prepared for tflite-support."""
+    return bool(getattr(sys, _TFLITE_PROCESS_FLAG, False))
+
+
+def _protobuf_is_pure_python_or_unloaded() -> bool:
+    if "google.protobuf" not in sys.modules:
+        return True
+    from google.protobuf.internal import api_implementation  # noqa: PLC0415
+
+    return api_implementation.Type() == "python"
+
+
+def can_prepare_tflite_process() -> bool:
+    """True when tflite-support could still be made to work in this very process."""
+    return is_tflite_process() or (
+        not tensorflow_loaded() and _protobuf_is_pure_python_or_unloaded()
+    )
+
+
+def prepare_tflite_process() -> None:
+    """Dedicate this process to tflite-support (0.4.4): TensorFlow becomes unimportable here.
+
+    Call it first thing in a process that only needs the Task Library (the ``search`` CLI, the
+    isolated worker). Anything that needs TensorFlow afterwards must use another process.
+    """
+    if is_tflite_process():
+        return
+    if not can_prepare_tflite_process():
+        raise RuntimeError(
+            "this process already loaded TensorFlow or the C++ protobuf; tflite-support 0.4.4 "
+            "cannot run beside them. Use models.compat.call_tflite(), which runs the "
+            "work in a separate process."
+        )
+    os.environ[_PROTOBUF_IMPL_ENV] = "python"
+    # tflite-support imports TensorFlow for doc helpers when it can; block it.
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]
+    from google.protobuf import message_factory  # noqa: PLC0415
+
+    if not hasattr(message_factory.MessageFactory, "GetPrototype"):
+        # Removed in protobuf 5; tflite-support 0.4.4's pybind11 proto casters still call it.
+        def _get_prototype(self: Any, descriptor: Any) -> Any:
+            return message_factory.GetMessageClass(descriptor)
+
+        message_factory.MessageFactory.GetPrototype = _get_prototype  # type: ignore[attr-defined]
+    setattr(sys, _TFLITE_PROCESS_FLAG, True)
+
+
+class IsolatedCallError(RuntimeError):
+    """An exception raised in the tflite-support process that could not be sent back as is."""
+
+
+class IsolatedWorkerDied(RuntimeError):
+    """The tflite-support child process ended unexpectedly (for example a native crash)."""
+
+
+def _write_frame(stream: BinaryIO, payload: bytes) -> None:
+    stream.write(struct.pack("<Q", len(payload)))
+    stream.write(payload)
+    stream.flush()
+
+
+def _read_frame(stream: BinaryIO) -> bytes | None:
+    header = stream.read(8)
+    if len(header) < 8:
+        return None
+    (size,) = struct.unpack("<Q", header)
+    payload = stream.read(size)
+    if len(payload) < size:
+        return None
+    return payload
+
+
+def _resolve(module_name: str, function_name: str) -> Callable[..., Any]:
+    module = importlib.import_module(module_name)
+    target: Any = module
+    for part in function_name.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _pack_exception(error: BaseException) -> bytes:
+    try:
+        return pickle.dumps(("error", error))
+    except Exception:  # noqa: BLE001 (anything unpicklable is described instead)
+        description = "".join(traceback.format_exception_only(type(error), error)).strip()
+        return pickle.dumps(("foreign-error", description))
+
+
+class _TFLiteWorker:
+    """A child Python process prepared for tflite-support, reused for many calls."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        env[_PROTOBUF_IMPL_ENV] = "python"
+        project_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in [project_root, env.get("PYTHONPATH", "")] if p
+        )
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "models.compat", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        self._lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def call(self, module_name: str, function_name: str, args: tuple, kwargs: dict) -> Any:
+        request = pickle.dumps((module_name, function_name, args, kwargs))
+        with self._lock:
+            assert self._process.stdin is not None and self._process.stdout is not None
+            try:
+                _write_frame(self._process.stdin, request)
+                reply = _read_frame(self._process.stdout)
+            except BrokenPipeError:
+                reply = None
+            if reply is None:
+                code = self._process.wait()
+                raise IsolatedWorkerDied(
+                    f"the tflite-support worker process ended (exit code {code}) while running "
+                    f"{module_name}.{function_name}"
+                )
+        kind, value = pickle.loads(reply)
+        if kind == "ok":
+            return value
+        if kind == "error":
+            raise value
+        raise IsolatedCallError(value)
+
+    def close(self) -> None:
+        if self.alive():
+            assert self._process.stdin is not None
+            self._process.stdin.close()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
+_worker: _TFLiteWorker | None = None
+_worker_lock = threading.Lock()
+
+
+def _shared_worker() -> _TFLiteWorker:
+    global _worker
+    with _worker_lock:
+        if _worker is None or not _worker.alive():
+            _worker = _TFLiteWorker()
+            atexit.register(_worker.close)
+        return _worker
+
+
+def shutdown_worker() -> None:
+    """Stop the tflite-support child process, if one was started."""
+    global _worker
+    with _worker_lock:
+        if _worker is not None:
+            _worker.close()
+            _worker = None
+
+
+def call_tflite(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run ``function(*args, **kwargs)`` where tflite-support works, and return its result.
+
+    ``function`` must be a module-level function of a module that does not import TensorFlow;
+    arguments and result must pickle. In a process prepared with :func:`prepare_tflite_process`
+    the call is direct; anywhere else it goes to a shared child process, so state a function
+    keeps in its module (an open searcher, say) lives there between calls.
+    """
+    if is_tflite_process():
+        return function(*args, **kwargs)
+    module_name = function.__module__
+    if module_name == "__main__":
+        raise ValueError("call_tflite needs a function importable by module name, not __main__")
+    return _shared_worker().call(module_name, function.__qualname__, args, kwargs)
+
+
+def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    while True:
+        frame = _read_frame(requests)
+        if frame is None:
+            return
+        try:
+            module_name, function_name, args, kwargs = pickle.loads(frame)
+            value = _resolve(module_name, function_name)(*args, **kwargs)
+            reply = pickle.dumps(("ok", value))
+        except BaseException as error:  # noqa: BLE001 (every failure goes back to the caller)
+            reply = _pack_exception(error)
+        _write_frame(replies, reply)
+
+
+def _main() -> None:
+    prepare_tflite_process()
+    # Keep the protocol on a private copy of stdout; native code that prints goes to stderr.
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    requests = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    _serve(requests, replies)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    _main()

@@ -1,0 +1,1 @@
+"""Thin entry points: parse options, wire transforms and models, run."""

@@ -1,0 +1,45 @@
+"""Packaging for beamlens: Beam pipelines, dual-encoder models and on-device TFLite searchers.
+
+tflite-support 0.4.4 is deliberately absent from install_requires: its wheel pins protobuf<4,
+which is false for our use and conflicts with the protobuf 6 that tfx-bsl forces. Install it with
+``pip install --no-deps tflite-support==0.4.4`` (the Makefile does); its real run-time
+dependencies are listed here.
+"""
+
+from setuptools import find_packages, setup
+
+TFLITE_SUPPORT_RUNTIME_DEPS = ["absl-py>=1.0", "flatbuffers>=23.5", "sounddevice>=0.4", "pybind11>=2.6"]
+
+setup(
+    name="beamlens",
+    version="0.1.0",
+    description=(
+        "Text-to-image and image-to-image search on phones: train a dual encoder, embed an image "
+        "corpus with Apache Beam, and export a TFLite Searcher with an on-device ScaNN index."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10,<3.12",
+    packages=find_packages(include=["pipelines", "pipelines.*", "models", "models.*", "transforms", "transforms.*"]),
+    include_package_data=True,
+    install_requires=[
+        "apache-beam[gcp]>=2.77,<2.78",
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-text>=2.21,<2.22",
+        "tensorflow-hub>=0.16,<0.17",
+        "tf-keras>=2.21,<2.22",
+        "tfx-bsl>=1.21,<1.22",
+        "scann==1.4.2",
+        "numpy>=1.26",
+        "pillow>=10",
+        "google-crc32c>=1.5",
+        "matplotlib>=3.8",
+        *TFLITE_SUPPORT_RUNTIME_DEPS,
+    ],
+    extras_require={
+        "dask": ["dask>=2024.1", "distributed>=2024.1"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "dask>=2024.1", "distributed>=2024.1"],
+    },
+    entry_points={"console_scripts": ["beamlens=pipelines.cli:main"]},
+)

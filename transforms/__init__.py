@@ -1,0 +1,1 @@
+"""Reusable Apache Beam transforms and DoFns (reading COCO, decoding, inference, shard writing)."""
