@@ -1,0 +1,127 @@
+"""The embedding shard format shared by ``beamlens embed`` (writer) and ``build-searcher`` (reader).
+
+Shards are TFRecord files ``<out>/embeddings-SSSSS-of-NNNNN.tfrecord`` of ``tf.train.Example``
+records; ``<out>/manifest.json`` is written last and atomically, so an output without a manifest
+is an unfinished run. Keeping names and parsing in one place means the two sides cannot drift.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+SHARD_PREFIX = "embeddings"
+SHARD_SUFFIX = ".tfrecord"
+SHARD_GLOB = f"{SHARD_PREFIX}-*-of-*{SHARD_SUFFIX}"
+MANIFEST_NAME = "manifest.json"
+ERRORS_PREFIX = "errors"
+MANIFEST_FORMAT = "beamlens-embeddings/1"
+
+# tf.train.Example feature keys
+IMAGE_ID = "image_id"  # bytes: the image id (COCO id as decimal text, or the file path for globs)
+URI = "uri"  # bytes: where the image was read from
+EMBEDDING = "embedding"  # float_list: L2-normalized vector
+CAPTIONS = "captions"  # bytes_list: zero or more captions
+MODEL_FINGERPRINT = "model_fingerprint"  # bytes: fingerprint of the encoder that made the vector
+CONTENT_HASH = "content_hash"  # bytes: sha256 hex of the image file bytes (for re-indexing)
+
+
+@dataclass(frozen=True)
+class EmbeddingRecord:
+    image_id: str
+    uri: str
+    embedding: np.ndarray
+    captions: tuple[str, ...] = ()
+    model_fingerprint: str = ""
+    content_hash: str = ""
+
+
+def encode_record(record: EmbeddingRecord) -> bytes:
+    """Serialize one record as a tf.train.Example."""
+    import tensorflow as tf  # noqa: PLC0415 (kept out of TF-free importers of this module)
+
+    def _bytes(values: Sequence[str]) -> tf.train.Feature:
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode("utf-8") for v in values]))
+
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                IMAGE_ID: _bytes([record.image_id]),
+                URI: _bytes([record.uri]),
+                EMBEDDING: tf.train.Feature(
+                    float_list=tf.train.FloatList(value=np.asarray(record.embedding, np.float32).ravel())
+                ),
+                CAPTIONS: _bytes(list(record.captions)),
+                MODEL_FINGERPRINT: _bytes([record.model_fingerprint]),
+                CONTENT_HASH: _bytes([record.content_hash]),
+            }
+        )
+    )
+    return example.SerializeToString()
+
+
+def decode_record(serialized: bytes) -> EmbeddingRecord:
+    """Parse one serialized tf.train.Example written by :func:`encode_record`."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    example = tf.train.Example.FromString(serialized)
+    feature = example.features.feature
+
+    def _text(key: str) -> str:
+        values = feature[key].bytes_list.value if key in feature else []
+        return values[0].decode("utf-8") if values else ""
+
+    return EmbeddingRecord(
+        image_id=_text(IMAGE_ID),
+        uri=_text(URI),
+        embedding=np.asarray(feature[EMBEDDING].float_list.value, dtype=np.float32),
+        captions=tuple(v.decode("utf-8") for v in feature[CAPTIONS].bytes_list.value)
+        if CAPTIONS in feature
+        else (),
+        model_fingerprint=_text(MODEL_FINGERPRINT),
+        content_hash=_text(CONTENT_HASH),
+    )
+
+
+@dataclass
+class Manifest:
+    """What a finished embedding run wrote; ``shards`` are file names relative to the manifest."""
+
+    count: int
+    dimension: int
+    model_fingerprint: str
+    shards: list[str]
+    errors: int = 0
+    error_files: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    format: str = MANIFEST_FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        data = json.loads(text)
+        return cls(**data)
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temp_path, path)
+    except BaseException:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+        raise
