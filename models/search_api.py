@@ -1,0 +1,314 @@
+"""Query a TFLite searcher from Python: open once, search many times, get plain dataclasses.
+
+The searching itself is the real Task Library (``TextSearcher`` / ``ImageSearcher`` /
+``TextEmbedder`` from tflite-support), so results are what a phone would return, not a
+re-implementation. tflite-support 0.4.4 cannot share a process with TensorFlow, so this module
+never imports TensorFlow and every Task Library call goes through :func:`models.compat.call_tflite`:
+in a process prepared for tflite (the ``search`` CLI) the calls are direct; in a TensorFlow
+process (a notebook, ``beamlens evaluate``) they run in a shared child process, where the open
+searchers live in ``_OPEN`` keyed by a handle until :meth:`Searcher.close` frees them.
+
+Example::
+
+    with Searcher("text_searcher.tflite") as searcher:
+        for hit in searcher.search("a red circle next to a blue square", k=5).hits:
+            print(hit.rank, hit.distance, hit.image_id, hit.uri)
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from models import compat
+from models.errors import BeamlensError
+from models.search_results import SearchHit, SearchResults
+
+TEXT = "text"
+IMAGE = "image"
+MODALITIES = (TEXT, IMAGE)
+DEFAULT_K = 10
+
+ImageQuery = Union[str, os.PathLike, bytes, np.ndarray]
+
+
+# ---------------------------------------------------------------------------------------------
+# Caller side (any process)
+# ---------------------------------------------------------------------------------------------
+def check_readable_file(path: str | os.PathLike, what: str) -> str:
+    """Return the absolute path, or raise a BeamlensError naming the file."""
+    path = os.fspath(path)
+    if not path:
+        raise BeamlensError(f"no {what} given")
+    if not os.path.exists(path):
+        raise BeamlensError(f"{what} not found: {path}")
+    if not os.path.isfile(path):
+        raise BeamlensError(f"{what} is not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise BeamlensError(f"{what} is not readable: {path}")
+    return os.path.abspath(path)
+
+
+def check_k(k: int) -> int:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise BeamlensError(f"k must be a positive number of results, got {k!r}")
+    return int(k)
+
+
+def check_text_query(query: str) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise BeamlensError("the query is empty: give some text to search for")
+    return query
+
+
+def _describe_image_query(image: ImageQuery) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return os.fspath(image)
+    if isinstance(image, bytes):
+        return f"<{len(image)} bytes of image data>"
+    return f"<pixel array {tuple(np.shape(image))}>"
+
+
+def _image_payload(image: ImageQuery) -> tuple[str, Any]:
+    """Turn an image query into something that pickles cheaply: a path stays a path."""
+    if isinstance(image, (str, os.PathLike)):
+        return ("path", check_readable_file(image, "query image"))
+    if isinstance(image, (bytes, bytearray)):
+        if not image:
+            raise BeamlensError("the query image is empty (0 bytes)")
+        return ("bytes", bytes(image))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4) or array.shape[0] < 1 or array.shape[1] < 1:
+        raise BeamlensError(f"a query image array must be HxWx3 (RGB), got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and float(np.nanmax(array)) <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return ("array", np.ascontiguousarray(array[..., :3]))
+
+
+class Searcher:
+    """An open TFLite searcher (Task Library); a context manager.
+
+    ``modality`` is ``"text"`` for a text-to-image searcher (``TextSearcher``) or ``"image"`` for
+    an image-to-image searcher (``ImageSearcher``). ``max_results`` is what the Task Library is
+    asked for; asking :meth:`search` for more re-opens it with the larger value. ``num_threads``
+    defaults to 1, as on a phone's background thread, which keeps latencies comparable.
+    ``index_file`` searches a standalone ``.ldb`` index instead of the one inside the model.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        modality: str = TEXT,
+        max_results: int = DEFAULT_K,
+        num_threads: int = 1,
+        index_file: str | os.PathLike | None = None,
+    ) -> None:
+        if modality not in MODALITIES:
+            raise BeamlensError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        self.path = check_readable_file(path, "searcher file")
+        self.modality = modality
+        self.max_results = check_k(max_results)
+        self.index_file = check_readable_file(index_file, "index file") if index_file else None
+        self._handle: int | None = None
+        opened = compat.call_tflite(
+            _open_searcher, self.path, modality, self.max_results, int(num_threads), self.index_file
+        )
+        self._handle = opened["handle"]
+        self.user_info: str = opened["user_info"]
+
+    # -- queries ------------------------------------------------------------------------------
+    def search(self, query: str | ImageQuery, k: int | None = None) -> SearchResults:
+        """Search one query: text for a text searcher, an image (path, bytes, HxWx3 array) else."""
+        return self.search_many([query], k)[0]
+
+    def search_many(self, queries: Sequence[str | ImageQuery], k: int | None = None) -> list[SearchResults]:
+        """Search several queries in one round trip (what evaluations use)."""
+        k = self.max_results if k is None else check_k(k)
+        if self.modality == TEXT:
+            payloads = [("text", check_text_query(q)) for q in queries]  # type: ignore[arg-type]
+            labels = [str(q) for q in queries]
+        else:
+            payloads = [_image_payload(q) for q in queries]  # type: ignore[arg-type]
+            labels = [_describe_image_query(q) for q in queries]  # type: ignore[arg-type]
+        raw = compat.call_tflite(_search, self._require_handle(), payloads, k)
+        results = []
+        for label, (neighbours, seconds) in zip(labels, raw):
+            hits = tuple(
+                SearchHit.from_neighbor(rank, metadata, distance)
+                for rank, (metadata, distance) in enumerate(neighbours, start=1)
+            )
+            results.append(
+                SearchResults(query=label, modality=self.modality, requested_k=k, latency_ms=seconds * 1e3, hits=hits)
+            )
+        return results
+
+    # -- lifetime -----------------------------------------------------------------------------
+    def _require_handle(self) -> int:
+        if self._handle is None:
+            raise BeamlensError(f"the searcher {self.path} is closed")
+        return self._handle
+
+    def close(self) -> None:
+        """Free the Task Library searcher (in whichever process holds it)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            try:
+                compat.call_tflite(_close_searcher, handle)
+            except compat.IsolatedWorkerDied:
+                pass  # the worker is gone, and the searcher with it
+
+    def __enter__(self) -> "Searcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._handle is None else f"handle {self._handle}"
+        return f"Searcher({self.path!r}, modality={self.modality!r}, {state})"
+
+
+def embed_text(text_embedder_path: str | os.PathLike, texts: Sequence[str], l2_normalize: bool = False) -> np.ndarray:
+    """Embed texts with the Task Library ``TextEmbedder``: float32 [len(texts), d].
+
+    The same tokenizer metadata and model the ``TextSearcher`` runs on a phone, so vectors used
+    for an exact reference search match what the searcher itself computes for a query.
+    """
+    path = check_readable_file(text_embedder_path, "text embedder")
+    texts = [check_text_query(t) for t in texts]
+    return compat.call_tflite(_embed_texts, path, texts, bool(l2_normalize))
+
+
+# ---------------------------------------------------------------------------------------------
+# Task Library side (runs in a process prepared for tflite-support)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _OpenSearcher:
+    path: str
+    modality: str
+    num_threads: int
+    index_file: str | None
+    max_results: int
+    task: Any
+
+
+_OPEN: dict[int, _OpenSearcher] = {}
+_HANDLES = itertools.count(1)
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _explain_open_error(path: str, modality: str, error: Exception) -> BeamlensError:
+    message = str(error)
+    if "not a valid Flatbuffer" in message:
+        return BeamlensError(f"{path} is not a TFLite searcher: it is not a TFLite model at all ({message})")
+    if "Unable to find index file" in message:
+        return BeamlensError(
+            f"{path} is a TFLite model without a ScaNN index, not a searcher; build one with "
+            f"`beamlens build-searcher` (Task Library: {message})"
+        )
+    if "Unable to open file" in message:
+        return BeamlensError(f"cannot open {path}: {message}")
+    other = IMAGE if modality == TEXT else TEXT
+    return BeamlensError(
+        f"{path} cannot be opened as {_article(modality)} {modality} searcher (is it {_article(other)} {other} "
+        f"searcher?); "
+        f"Task Library: {message}"
+    )
+
+
+def _create_task(entry: _OpenSearcher) -> Any:
+    from tflite_support.task import core, processor, text, vision  # noqa: PLC0415 (tflite process only)
+
+    base = core.BaseOptions(file_name=entry.path, num_threads=entry.num_threads)
+    search = processor.SearchOptions(index_file_name=entry.index_file, max_results=entry.max_results)
+    try:
+        if entry.modality == TEXT:
+            options = text.TextSearcherOptions(base_options=base, search_options=search)
+            return text.TextSearcher.create_from_options(options)
+        options = vision.ImageSearcherOptions(base_options=base, search_options=search)
+        return vision.ImageSearcher.create_from_options(options)
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise _explain_open_error(entry.path, entry.modality, error) from None
+
+
+def _open_searcher(path: str, modality: str, max_results: int, num_threads: int, index_file: str | None) -> dict:
+    entry = _OpenSearcher(path, modality, num_threads, index_file, max_results, None)
+    entry.task = _create_task(entry)
+    try:
+        user_info = entry.task.get_user_info()
+    except (ValueError, RuntimeError, UnicodeDecodeError):
+        user_info = ""
+    if isinstance(user_info, (bytes, bytearray)):
+        user_info = bytes(user_info).decode("utf-8", errors="replace")
+    handle = next(_HANDLES)
+    _OPEN[handle] = entry
+    return {"handle": handle, "user_info": user_info}
+
+
+def _close_searcher(handle: int) -> None:
+    _OPEN.pop(handle, None)
+
+
+def _tensor_image(payload: tuple[str, Any]) -> Any:
+    from tflite_support.task import vision  # noqa: PLC0415
+
+    kind, value = payload
+    try:
+        if kind == "path":
+            return vision.TensorImage.create_from_file(value)
+        if kind == "bytes":
+            return vision.TensorImage.create_from_buffer(value)
+        return vision.TensorImage.create_from_array(value)
+    except (RuntimeError, ValueError) as error:
+        where = value if kind == "path" else "the query image data"
+        raise BeamlensError(f"cannot read {where} as an image: {error}") from None
+
+
+def _search(handle: int, payloads: list[tuple[str, Any]], k: int) -> list[tuple[list[tuple[bytes, float]], float]]:
+    entry = _OPEN.get(handle)
+    if entry is None:
+        raise BeamlensError(f"searcher handle {handle} is not open (closed, or its worker restarted)")
+    if k > entry.max_results:
+        entry.max_results = k
+        entry.task = _create_task(entry)
+    replies = []
+    for kind, value in payloads:
+        query = value if kind == "text" else _tensor_image((kind, value))
+        started = time.perf_counter()
+        try:
+            result = entry.task.search(query)
+        except (ValueError, RuntimeError) as error:
+            raise BeamlensError(f"search failed in {entry.path}: {error}") from None
+        seconds = time.perf_counter() - started
+        neighbours = [(bytes(n.metadata), float(n.distance)) for n in result.nearest_neighbors[:k]]
+        replies.append((neighbours, seconds))
+    return replies
+
+
+def _embed_texts(path: str, texts: list[str], l2_normalize: bool) -> np.ndarray:
+    from tflite_support.task import core, processor, text  # noqa: PLC0415
+
+    options = text.TextEmbedderOptions(
+        base_options=core.BaseOptions(file_name=path, num_threads=1),
+        embedding_options=processor.EmbeddingOptions(l2_normalize=l2_normalize),
+    )
+    try:
+        embedder = text.TextEmbedder.create_from_options(options)
+    except (ValueError, RuntimeError, TypeError) as error:
+        raise BeamlensError(f"{path} cannot be opened as a text embedder (Task Library: {error})") from None
+    vectors = [np.asarray(embedder.embed(t).embeddings[0].feature_vector.value, dtype=np.float32) for t in texts]
+    if not vectors:
+        return np.zeros((0, 0), np.float32)
+    return np.stack(vectors)
