@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import time
@@ -261,16 +262,52 @@ def _close_searcher(handle: int) -> None:
     _OPEN.pop(handle, None)
 
 
+def _non_rgb_as_rgb_array(source: Any) -> np.ndarray | None:
+    """Pixels of a grayscale/RGBA/palette image as RGB, or None for RGB (or unreadable) files.
+
+    The Task Library's ImageSearcher refuses grayscale input ("Grayscale format does not convert
+    to other formats"), while corpora (COCO among them) hold grayscale photos; a phone app hands
+    the searcher RGB frames, so converting here matches on-device use.
+    """
+    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
+
+    try:
+        with Image.open(source) as image:
+            if image.mode == "RGB":
+                return None
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None  # let the Task Library's own decoder report it
+
+
+def _from_array(pixels: np.ndarray) -> Any:
+    """TensorImage over a uint8 array, keeping the array alive as long as the image.
+
+    tflite-support 0.4.4's ImageData does not own the numpy buffer: when the array was freed
+    before ``search`` the process crashed (SIGSEGV), so the image holds a reference to it.
+    """
+    from tflite_support.task import vision  # noqa: PLC0415
+
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    image = vision.TensorImage.create_from_array(pixels)
+    image._beamlens_pixels = pixels  # noqa: SLF001
+    return image
+
+
 def _tensor_image(payload: tuple[str, Any]) -> Any:
     from tflite_support.task import vision  # noqa: PLC0415
 
     kind, value = payload
     try:
+        if kind in ("path", "bytes"):
+            rgb = _non_rgb_as_rgb_array(value if kind == "path" else io.BytesIO(value))
+            if rgb is not None:
+                return _from_array(rgb)
         if kind == "path":
             return vision.TensorImage.create_from_file(value)
         if kind == "bytes":
             return vision.TensorImage.create_from_buffer(value)
-        return vision.TensorImage.create_from_array(value)
+        return _from_array(value)
     except (RuntimeError, ValueError) as error:
         where = value if kind == "path" else "the query image data"
         raise BeamlensError(f"cannot read {where} as an image: {error}") from None

@@ -13,6 +13,7 @@ from models import compat
 from models.errors import BeamlensError
 from models.search_api import IMAGE, Searcher, embed_text
 from models.search_results import SearchHit, parse_item_metadata
+from tests import search_fixtures
 from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
 
 REGEX_SEARCHER = str(TFLITE_SUPPORT_DATA / "regex_searcher.tflite")
@@ -152,3 +153,35 @@ def test_metadata_parsing_handles_beamlens_json_and_plain_text() -> None:
 def _write(path, text: str) -> str:
     path.write_text(text)
     return os.fspath(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# An exact (float, one leaf) searcher over a few hundred sentence embeddings
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sentence_searcher(tmp_path_factory) -> tuple[str, list[str], np.ndarray]:
+    folder = tmp_path_factory.mktemp("sentences")
+    sentences = search_fixtures.regex_sentences(str(TFLITE_SUPPORT_DATA / "vocab_for_regex_tokenizer.txt"), 300)
+    vectors = embed_text(REGEX_EMBEDDER, sentences)
+    np.save(folder / "vectors.npy", vectors)
+    metadata = [search_fixtures.item_metadata(f"s{i}", f"/corpus/s{i}.jpg", [s]) for i, s in enumerate(sentences)]
+    path = compat.call_tflite(
+        search_fixtures.build_float_searcher, REGEX_EMBEDDER, str(folder / "vectors.npy"), metadata, str(folder / "exact.tflite")
+    )
+    return path, sentences, vectors
+
+
+def test_exact_searcher_matches_numpy_brute_force(sentence_searcher) -> None:
+    path, sentences, vectors = sentence_searcher
+    queries = [sentences[3], sentences[150], "the movie was not good", "a film with his friends"]
+    query_vectors = embed_text(REGEX_EMBEDDER, queries)
+    with Searcher(path, max_results=20) as searcher:
+        results = searcher.search_many(queries, k=20)
+    for query_vector, result in zip(query_vectors, results):
+        distances = -(vectors @ query_vector)
+        expected = np.argsort(distances, kind="stable")[:20]
+        assert result.image_ids == [f"s{i}" for i in expected]
+        np.testing.assert_allclose([h.distance for h in result.hits], distances[expected], rtol=1e-4, atol=1e-7)
+        top = result.hits[0]
+        row = int(top.image_id[1:])
+        assert top.uri == f"/corpus/{top.image_id}.jpg" and top.captions == (sentences[row],)

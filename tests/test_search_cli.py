@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import PROJECT_ROOT, TESTDATA, TFLITE_SUPPORT_DATA
@@ -101,3 +102,59 @@ def test_bad_input_gets_a_clear_error_and_exit_2(tmp_path: Path, args: list[str]
     assert len(errors) == 1, done.stderr
     assert message.format(tmp=tmp_path) in errors[0]
     assert "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# An image-to-image searcher over the shared photos (MobileNetV3 embedder, exact float index)
+# ---------------------------------------------------------------------------------------------
+def shared_photos() -> list[Path]:
+    photos = sorted(TFLITE_SUPPORT_DATA.glob("*.jpg")) + sorted(TFLITE_SUPPORT_DATA.glob("*.png"))
+    photos += sorted((TESTDATA / "coco-mini-cc" / "val2017").glob("*.jpg"))
+    return photos
+
+
+@pytest.fixture(scope="module")
+def photo_searcher(tmp_path_factory) -> tuple[str, list[Path], np.ndarray]:
+    from models import compat
+    from tests import search_fixtures
+
+    folder = tmp_path_factory.mktemp("photos")
+    photos = shared_photos()
+    vectors = compat.call_tflite(search_fixtures.embed_images, IMAGE_EMBEDDER, [str(p) for p in photos])
+    np.save(folder / "vectors.npy", vectors)
+    metadata = [search_fixtures.item_metadata(p.stem, str(p), [f"photo {p.name}"]) for p in photos]
+    path = compat.call_tflite(
+        search_fixtures.build_float_searcher, IMAGE_EMBEDDER, str(folder / "vectors.npy"), metadata,
+        str(folder / "image_searcher.tflite"),
+    )
+    return path, photos, vectors
+
+
+def test_image_query_finds_itself_first_and_matches_brute_force(photo_searcher, tmp_path: Path) -> None:
+    path, photos, vectors = photo_searcher
+    page = tmp_path / "burger.html"
+    done = run_search(path, "--image", str(TFLITE_SUPPORT_DATA / "burger.jpg"), "-k", "6", "--json", "--html", str(page))
+    assert done.returncode == 0, done.stderr
+    hits = json.loads(done.stdout)["hits"]
+    query = vectors[[p.name for p in photos].index("burger.jpg")]
+    distances = -(vectors @ query)
+    expected = np.argsort(distances, kind="stable")[:6]
+    assert [h["image_id"] for h in hits] == [photos[i].stem for i in expected]
+    assert hits[0]["image_id"] == "burger" and hits[0]["uri"] == str(TFLITE_SUPPORT_DATA / "burger.jpg")
+    # Its near-duplicates come next (cosine 0.92 and 0.73 with the burger).
+    assert {h["image_id"] for h in hits[1:3]} == {"burger_crop", "burger_rotation180"}
+    np.testing.assert_allclose([h["distance"] for h in hits], distances[expected], rtol=1e-4)
+    text = page.read_text()
+    assert re.findall(r'data-image-id="([^"]+)"', text) == [photos[i].stem for i in expected]
+    # every result is a readable local file: 6 thumbnails plus the query image, none linked
+    assert text.count("data:image/jpeg;base64,") == 7 and "not readable here" not in text
+
+
+def test_html_links_images_that_are_not_readable_here(photo_searcher, tmp_path: Path) -> None:
+    path, _, _ = photo_searcher
+    page = tmp_path / "coco.html"
+    done = run_search(path, "--image", str(TFLITE_SUPPORT_DATA / "sparrow.png"), "-k", "3", "--html", str(page))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert re.match(r"\s*1\s+-\d+\.\d+\s+sparrow\s+/.*sparrow\.png$", lines[2])
+    assert page.read_text().count("data:image/jpeg;base64,") == 4
