@@ -1,0 +1,268 @@
+"""Write embedding shards and error files, then check the counts and write the manifest last.
+
+Layout (names from ``models.shard_format``)::
+
+    <out>/embeddings-SSSSS-of-NNNNN.tfrecord   WriteToTFRecord, tf.train.Example per image
+    <out>/errors-SSSSS-of-NNNNN.jsonl          one JSON line per bad image (id, uri, reason, stage)
+    <out>/manifest.json                        written last, atomically, only if counts reconcile
+
+One sink per pipeline. The DaskRunner (Beam 2.77) computes only the LAST branch of a pipeline, so
+a second, independent sink would silently never run there. The error files are therefore written
+by a DoFn whose (empty) output is flattened into the input of ``WriteToTFRecord``: the error
+branch becomes an ancestor of the one sink and runs on every runner. Each error file is written
+under a temporary name and renamed, so a re-run step (Dask may run steps feeding a write twice)
+rewrites the same file instead of adding to it.
+
+The runner is not trusted to have written what it was given (Dask drops and duplicates elements):
+:func:`reconcile_outputs` reads every shard and error file back and fails loudly unless
+``listed images == distinct embedded ids + distinct failed ids``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from models.errors import BeamlensError
+from models.shard_format import (
+    ERRORS_PREFIX,
+    MANIFEST_NAME,
+    SHARD_PREFIX,
+    SHARD_SUFFIX,
+    EmbeddingRecord,
+    Manifest,
+    decode_record,
+    encode_record,
+    write_text_atomically,
+)
+from transforms.decode import only
+from transforms.read_images import ImageError
+
+ERRORS_SUFFIX = ".jsonl"
+SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
+NORM_TOLERANCE = 1e-3
+
+
+class CountMismatchError(BeamlensError):
+    """The output does not account for every listed image: the run must not be trusted."""
+
+
+def join(folder: str, name: str) -> str:
+    return FileSystems.join(folder, name)
+
+
+def shard_name(prefix: str, index: int, total: int, suffix: str) -> str:
+    return f"{prefix}-{index:05d}-of-{total:05d}{suffix}"
+
+
+def error_shard_of(image_id: str, num_shards: int) -> int:
+    """Stable across processes (unlike hash()): copies of one id always meet in one file."""
+    return zlib.crc32(image_id.encode("utf-8")) % num_shards
+
+
+def _key_error(error: ImageError, num_shards: int) -> tuple[int, ImageError | None]:
+    return error_shard_of(error.image_id, num_shards), error
+
+
+def _write_text(path: str, text: str) -> None:
+    """Temp name + rename; local files via write_text_atomically, others via Beam filesystems."""
+    if "://" not in path:
+        write_text_atomically(path, text)
+        return
+    temp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with FileSystems.create(temp, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        stream.write(text.encode("utf-8"))
+    FileSystems.rename([temp], [path])
+
+
+class WriteErrorShard(beam.DoFn):
+    """(shard, errors) -> writes errors-SSSSS-of-NNNNN.jsonl (deduplicated, sorted); emits nothing."""
+
+    def __init__(self, output_dir: str, num_shards: int) -> None:
+        self._output_dir = output_dir
+        self._num_shards = num_shards
+
+    def process(self, keyed: tuple[int, Iterable[ImageError | None]]) -> Iterator[bytes]:
+        shard, errors = keyed
+        unique: dict[str, ImageError] = {}
+        for error in errors:
+            if error is not None:
+                unique.setdefault(error.image_id, error)
+        lines = [json.dumps(unique[i].to_json_dict(), sort_keys=True) + "\n" for i in sorted(unique)]
+        path = join(self._output_dir, shard_name(ERRORS_PREFIX, shard, self._num_shards, ERRORS_SUFFIX))
+        _write_text(path, "".join(lines))
+        return iter(())
+
+
+class WriteEmbeddingsAndErrors(beam.PTransform):
+    """PCollection[EmbeddingRecord | ImageError] -> shards + error files (one sink on every runner)."""
+
+    def __init__(self, output_dir: str, num_shards: int) -> None:
+        super().__init__()
+        if num_shards < 1:
+            raise BeamlensError(f"--num-shards must be at least 1, got {num_shards}")
+        self._output_dir = output_dir
+        self._num_shards = num_shards
+
+    def expand(self, outcomes):
+        n = self._num_shards
+        errors = (
+            outcomes
+            | "OnlyErrors" >> beam.FlatMap(only(ImageError))
+            | "KeyErrors" >> beam.Map(_key_error, n)
+        )
+        # One (shard, None) per shard so every error file exists, empty or not.
+        every_shard = outcomes.pipeline | "ErrorShards" >> beam.Create([(i, None) for i in range(n)])
+        written = (
+            (errors, every_shard)
+            | "MergeErrorShards" >> beam.Flatten()
+            | "GroupErrors" >> beam.GroupByKey()
+            | "WriteErrors" >> beam.ParDo(WriteErrorShard(self._output_dir, n))
+        )
+        serialized = (
+            outcomes
+            | "OnlyRecords" >> beam.FlatMap(only(EmbeddingRecord))
+            | "Encode" >> beam.Map(encode_record)
+        )
+        return (
+            (serialized, written)
+            | "ErrorsBeforeShards" >> beam.Flatten()
+            | "WriteShards" >> beam.io.WriteToTFRecord(
+                join(self._output_dir, SHARD_PREFIX),
+                file_name_suffix=SHARD_SUFFIX,
+                num_shards=n,
+                shard_name_template=SHARD_TEMPLATE,
+            )
+        )
+
+
+def prepare_output(output_dir: str) -> None:
+    """Remove a previous run's manifest first (the output now reads as unfinished), then its files."""
+    FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
+    manifest = join(output_dir, MANIFEST_NAME)
+    if FileSystems.exists(manifest):
+        FileSystems.delete([manifest])
+    stale = []
+    for pattern in (f"{SHARD_PREFIX}-*-of-*{SHARD_SUFFIX}", f"{ERRORS_PREFIX}-*-of-*{ERRORS_SUFFIX}"):
+        stale += [m.path for m in FileSystems.match([join(output_dir, pattern)])[0].metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+
+
+@dataclass
+class OutputSummary:
+    """What was really written, read back from the files."""
+
+    embedded_ids: set[str]
+    error_ids: set[str]
+    dimension: int
+    shards: list[str]
+    error_files: list[str]
+    duplicates_dropped: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _expected_files(output_dir: str, prefix: str, suffix: str, num_shards: int) -> list[str]:
+    names = [shard_name(prefix, i, num_shards, suffix) for i in range(num_shards)]
+    pattern = join(output_dir, f"{prefix}-*-of-*{suffix}")
+    found = {m.path.rsplit("/", 1)[-1] for m in FileSystems.match([pattern])[0].metadata_list}
+    missing = [n for n in names if n not in found]
+    extra = sorted(found - set(names))
+    if missing or extra:
+        raise CountMismatchError(
+            f"{output_dir}: expected {num_shards} files {prefix}-*-of-{num_shards:05d}{suffix}; "
+            f"missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    return names
+
+
+def _read_records(path: str) -> Iterator[bytes]:
+    import tensorflow as tf  # noqa: PLC0415 (gfile reads local and gs:// shards alike)
+
+    for serialized in tf.data.TFRecordDataset(path):
+        yield serialized.numpy()
+
+
+def read_outputs(output_dir: str, num_shards: int, model_fingerprint: str) -> OutputSummary:
+    """Read every shard and error file back; duplicates (same id, same vector) are tolerated."""
+    shards = _expected_files(output_dir, SHARD_PREFIX, SHARD_SUFFIX, num_shards)
+    error_files = _expected_files(output_dir, ERRORS_PREFIX, ERRORS_SUFFIX, num_shards)
+    digests: dict[str, bytes] = {}
+    dimension = -1
+    duplicates = 0
+    for name in shards:
+        for serialized in _read_records(join(output_dir, name)):
+            record: EmbeddingRecord = decode_record(serialized)
+            vector = np.asarray(record.embedding, np.float32)
+            where = f"{name}: record {record.image_id!r}"
+            if dimension < 0:
+                dimension = vector.size
+            if vector.size != dimension or vector.size == 0:
+                raise CountMismatchError(f"{where} has dimension {vector.size}, others {dimension}")
+            if record.model_fingerprint != model_fingerprint:
+                raise CountMismatchError(f"{where} has model fingerprint {record.model_fingerprint!r}, expected {model_fingerprint!r}")
+            norm = float(np.linalg.norm(vector))
+            if abs(norm - 1.0) > NORM_TOLERANCE and norm != 0.0:
+                raise CountMismatchError(f"{where} is not L2-normalised (norm {norm:.6f})")
+            digest = hashlib.sha256(serialized).digest()
+            if record.image_id in digests:
+                if digests[record.image_id] != digest:
+                    raise CountMismatchError(f"{where} appears twice with different contents")
+                duplicates += 1
+                continue
+            digests[record.image_id] = digest
+    error_ids: set[str] = set()
+    reasons: dict[str, int] = {}
+    for name in error_files:
+        with FileSystems.open(join(output_dir, name), compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            for line_number, line in enumerate(stream.read().decode("utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                entry = json.loads(line)
+                if entry["image_id"] in error_ids:
+                    duplicates += 1
+                    continue
+                error_ids.add(entry["image_id"])
+                reasons[entry["stage"]] = reasons.get(entry["stage"], 0) + 1
+    return OutputSummary(set(digests), error_ids, max(dimension, 0), shards, error_files, duplicates, reasons)
+
+
+def reconcile(summary: OutputSummary, listed_ids: set[str]) -> None:
+    """Fail loudly unless every listed image is embedded or failed, exactly once, and nothing else."""
+    both = summary.embedded_ids & summary.error_ids
+    written = summary.embedded_ids | summary.error_ids
+    missing = listed_ids - written
+    unknown = written - listed_ids
+    if both or missing or unknown or len(listed_ids) != len(summary.embedded_ids) + len(summary.error_ids):
+        raise CountMismatchError(
+            f"counts do not reconcile: read {len(listed_ids)} images, wrote {len(summary.embedded_ids)} "
+            f"embeddings + {len(summary.error_ids)} errors; missing {len(missing)} {sorted(missing)[:5]}, "
+            f"unknown {len(unknown)} {sorted(unknown)[:5]}, both embedded and failed {len(both)} {sorted(both)[:5]}. "
+            "The runner lost or invented elements; no manifest was written."
+        )
+
+
+def write_manifest(output_dir: str, summary: OutputSummary, model_fingerprint: str, options: dict[str, Any], extra: dict[str, Any]) -> Manifest:
+    manifest = Manifest(
+        count=len(summary.embedded_ids),
+        dimension=summary.dimension,
+        model_fingerprint=model_fingerprint,
+        shards=list(summary.shards),
+        errors=len(summary.error_ids),
+        error_files=list(summary.error_files),
+        options=options,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        extra=extra,
+    )
+    _write_text(join(output_dir, MANIFEST_NAME), manifest.to_json())
+    return manifest
