@@ -247,11 +247,15 @@ def recall_latency_plot_png(sweep: Sequence[dict[str, Any]], title: str = "") ->
 
     figure, axis = pyplot.subplots(figsize=(6.4, 4.2), dpi=100)
     try:
+        sweep = sorted(sweep, key=lambda s: s["leaves_to_search"])
         xs = [s["p50_ms"] for s in sweep]
         ys = [s["recall_at_10"] for s in sweep]
-        axis.plot(xs, ys, marker="o")
-        for s, x, y in zip(sweep, xs, ys):
-            axis.annotate(f'{s["leaves_to_search"]} leaves', (x, y), textcoords="offset points", xytext=(4, -12), fontsize=8)
+        axis.plot(xs, ys, color="#9bb", linewidth=1, zorder=1)
+        axis.scatter(xs, ys, zorder=2)
+        for i, (s, x, y) in enumerate(zip(sweep, xs, ys)):
+            offset = (5, -14) if i % 2 == 0 else (5, 6)
+            axis.annotate(str(s["leaves_to_search"]), (x, y), textcoords="offset points", xytext=offset, fontsize=8)
+        axis.text(0.99, 0.02, "labels: leaves searched", transform=axis.transAxes, ha="right", fontsize=8, color="#666")
         axis.set_xlabel("p50 query latency, ms (Task Library TextSearcher, 1 thread)")
         axis.set_ylabel("recall@10 against exact search")
         axis.set_ylim(min(0.0, min(ys, default=0.0)) - 0.02, 1.02)
@@ -289,19 +293,20 @@ def read_shard_items(shards_dir: str, progress: Any = None) -> IndexedItems:
     this process (models.search_api does, through compat.call_tflite). The matrix is allocated
     once from the manifest's count, so peak memory is the N x d float32 matrix itself.
     """
+    import tensorflow as tf  # noqa: PLC0415 (gfile: local folders and gs:// alike)
+
     from models import shard_format  # noqa: PLC0415
 
     manifest_path = os.path.join(shards_dir, shard_format.MANIFEST_NAME)
-    if not os.path.isfile(manifest_path):
+    if not tf.io.gfile.exists(manifest_path):
         raise BeamlensError(
             f"{shards_dir} has no {shard_format.MANIFEST_NAME}: not a finished `beamlens embed` output"
         )
-    with open(manifest_path, encoding="utf-8") as stream:
+    with tf.io.gfile.GFile(manifest_path, "r") as stream:
         try:
             manifest = shard_format.Manifest.from_json(stream.read())
         except (ValueError, TypeError) as error:
             raise BeamlensError(f"{manifest_path} is not a valid manifest: {error}") from None
-    import tensorflow as tf  # noqa: PLC0415
 
     vectors = np.empty((manifest.count, manifest.dimension), np.float32)
     image_ids: list[str] = []
@@ -310,7 +315,7 @@ def read_shard_items(shards_dir: str, progress: Any = None) -> IndexedItems:
     duplicates = 0
     for shard in manifest.shards:
         path = os.path.join(shards_dir, shard)
-        if not os.path.isfile(path):
+        if not tf.io.gfile.exists(path):
             raise BeamlensError(f"shard {path} listed in {manifest_path} is missing")
         for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
             record = shard_format.decode_record(serialized)

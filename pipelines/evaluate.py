@@ -34,6 +34,7 @@ REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 PLOT_PNG = "recall_vs_latency.png"
 QUERY_BATCH = 50
+WARMUP_QUERIES = 3
 
 
 def _progress(message: str) -> None:
@@ -72,13 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------------------------
 # The searcher builder's tools (issue 7): index layout and leaves-to-search rewriting
 # ---------------------------------------------------------------------------------------------
-def _index_layout(searcher_path: str) -> dict[str, Any] | None:
-    """num_leaves, leaves_to_search and distance of the searcher's index, or None if unknown."""
+def _searcher_tools() -> Any:
+    """The searcher builder package, when it offers what the sweep needs (else None)."""
     try:
         from models import searcher as searcher_tools  # noqa: PLC0415
     except ImportError:
         return None
-    info = searcher_tools.read_searcher(searcher_path)
+    needed = ("read_searcher", "rewrite_leaves_to_search")
+    return searcher_tools if all(hasattr(searcher_tools, name) for name in needed) else None
+
+
+def _index_layout(searcher_path: str) -> dict[str, Any] | None:
+    """num_leaves, leaves_to_search and distance of the searcher's index, or None if unknown."""
+    tools = _searcher_tools()
+    if tools is None:
+        return None
+    info = tools.read_searcher(searcher_path)
     get = info.get if isinstance(info, dict) else lambda name, default=None: getattr(info, name, default)
     return {
         "num_leaves": get("num_leaves"),
@@ -102,6 +112,7 @@ def _run_searcher(path: str, captions: Sequence[str], k: int, label: str) -> tup
     latencies: list[float] = []
     results: list[Any] = []
     with Searcher(path, max_results=k, num_threads=1) as searcher:
+        searcher.search_many(list(captions[:WARMUP_QUERIES]), k=k)  # first searches pay one-off costs
         for start in range(0, len(captions), QUERY_BATCH):
             batch = searcher.search_many(captions[start : start + QUERY_BATCH], k=k)
             results.extend(batch)
