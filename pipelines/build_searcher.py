@@ -1,0 +1,371 @@
+"""``beamlens build-searcher``: merge embedding shards into an on-device ScaNN index and export searchers.
+
+    beamlens build-searcher --shards out/embeddings --out out/searcher \\
+        --text-embedder text_embedder.tflite --image-embedder image_embedder.tflite
+
+writes ``<out>/text_searcher.tflite`` (text -> image search), ``<out>/image_searcher.tflite``
+(image -> image), with ``--format scann_index_file`` ``<out>/index.ldb``, and always
+``<out>/searcher_report.json`` (what was chosen and why, measured recall). Both searchers share
+ONE built index.
+
+Two halves, because tflite-support cannot live beside TensorFlow (PLATFORM.md):
+1. here (TensorFlow side) the shards are STREAMED with tf.data, one record at a time, into an
+   N x d float32 ``.npy`` (memory-mapped; N from the manifest) and a metadata file (one compact
+   JSON line per item), checking every record: dimension, finite values, unit norm for
+   dot_product, duplicate ids (identical duplicates are dropped and counted; the same id with a
+   different vector is an error);
+2. the index is built and attached in the tflite-support process from those files
+   (models.searcher.build_index / attach_index), never by pickling the matrix.
+Outputs are staged under temporary names and renamed only when everything succeeded, so a
+failed build leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from models.errors import BeamlensError
+from models.searcher import model_file
+from models.searcher.options import (
+    DEFAULT_MAX_INDEX_MB,
+    DEFAULT_TARGET_RECALL,
+    DISTANCE_MEASURES,
+    DOT_PRODUCT,
+    LOOKUP_TYPES,
+    AutoOptions,
+    ScaNNOptions,
+    ScoreAH,
+    ScoreBruteForce,
+    Tree,
+    options_to_dict,
+)
+
+TEXT_SEARCHER = "text_searcher.tflite"
+IMAGE_SEARCHER = "image_searcher.tflite"
+INDEX_FILE = "index.ldb"
+REPORT_FILE = "searcher_report.json"
+NORM_TOLERANCE = 1e-2
+PROGRESS_EVERY = 100_000
+
+
+def _progress(message: str) -> None:
+    print(f"[build-searcher] {message}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="beamlens build-searcher", description=__doc__.split("\n\n")[0])
+    p.add_argument("--shards", required=True, help="folder written by `beamlens embed` (manifest.json + shards)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--text-embedder", help="text embedder .tflite: writes text_searcher.tflite")
+    p.add_argument("--image-embedder", help="image embedder .tflite: writes image_searcher.tflite")
+    p.add_argument("--format", choices=["tflite", "scann_index_file"], action="append",
+                   help="tflite (default when an embedder is given) and/or scann_index_file (index.ldb); repeatable")
+    p.add_argument("--distance", choices=DISTANCE_MEASURES, default=DOT_PRODUCT)
+    p.add_argument("--num-leaves", type=int, help="k-means leaves (default: about sqrt(N))")
+    p.add_argument("--leaves-to-search", type=int, help="leaves searched per query (default: from a recall sweep)")
+    p.add_argument("--score", choices=["auto", "ah", "brute_force"], default="auto")
+    p.add_argument("--dimensions-per-block", type=int, default=None, help="AH dimensions per block (default 1)")
+    p.add_argument("--anisotropic-threshold", type=float, default=None, help="AH anisotropic quantization threshold")
+    p.add_argument("--lookup-type", choices=LOOKUP_TYPES, default="int8", help="AH on-device lookup table (with --score ah)")
+    p.add_argument("--target-recall", type=float, default=DEFAULT_TARGET_RECALL)
+    p.add_argument("--max-index-mb", type=float, default=DEFAULT_MAX_INDEX_MB, help="budget for the index vectors")
+    p.add_argument("--userinfo", default=None, help="user info string stored in the index (default: a JSON summary)")
+    p.add_argument("--normalize", action="store_true", help="L2-normalise vectors instead of refusing non-unit ones")
+    p.add_argument("--allow-missing-manifest", action="store_true",
+                   help="read shards from a folder without manifest.json (an unfinished or foreign run)")
+    p.add_argument("--no-compression", action="store_true", help="store index blocks uncompressed")
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> ScaNNOptions:
+    tree = None
+    if args.num_leaves is not None:
+        tree = Tree(num_leaves=args.num_leaves, num_leaves_to_search=args.leaves_to_search or 0)
+    elif args.leaves_to_search is not None:
+        raise BeamlensError("--leaves-to-search needs --num-leaves")
+    score_ah = score_bf = None
+    if args.score == "ah":
+        threshold = args.anisotropic_threshold
+        if threshold is None:
+            threshold = 0.2 if args.distance == DOT_PRODUCT else float("nan")
+        score_ah = ScoreAH(args.dimensions_per_block or 1, threshold, lookup_type=args.lookup_type)
+    elif args.score == "brute_force":
+        score_bf = ScoreBruteForce()
+    elif args.dimensions_per_block is not None:
+        raise BeamlensError("--dimensions-per-block needs --score ah")
+    options = ScaNNOptions(args.distance, tree, score_ah, score_bf)
+    options.validate()
+    return options
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the shards (TensorFlow side)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ShardReadResult:
+    vectors_path: str
+    metadata_path: str
+    count: int
+    dimension: int
+    records_read: int
+    duplicates_dropped: int
+    normalized: int
+    shards: list[str]
+    model_fingerprint: str
+    manifest_found: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_shards(shards_dir: str, allow_missing_manifest: bool) -> tuple[list[str], Optional[Any], list[str]]:
+    from models import shard_format as sf  # noqa: PLC0415
+
+    if not os.path.isdir(shards_dir):
+        raise BeamlensError(f"shards folder not found: {shards_dir}")
+    manifest_path = os.path.join(shards_dir, sf.MANIFEST_NAME)
+    warnings: list[str] = []
+    if os.path.isfile(manifest_path):
+        try:
+            with open(manifest_path, encoding="utf-8") as stream:
+                manifest = sf.Manifest.from_json(stream.read())
+        except (ValueError, TypeError) as error:
+            raise BeamlensError(f"{manifest_path} is not a valid manifest: {error}") from error
+        shards = [os.path.join(shards_dir, s) for s in manifest.shards]
+        missing = [s for s in shards if not os.path.isfile(s)]
+        if missing:
+            raise BeamlensError(f"{manifest_path} lists shards that are missing: {', '.join(missing[:3])}")
+        if not shards:
+            raise BeamlensError(f"{manifest_path} lists no shards")
+        return shards, manifest, warnings
+    shards = sorted(glob.glob(os.path.join(shards_dir, sf.SHARD_GLOB)))
+    if not shards:
+        raise BeamlensError(f"no embedding shards ({sf.SHARD_GLOB}) and no {sf.MANIFEST_NAME} in {shards_dir}")
+    if not allow_missing_manifest:
+        raise BeamlensError(
+            f"{shards_dir} has shards but no {sf.MANIFEST_NAME}: the embedding run did not finish. "
+            "Re-run `beamlens embed`, or pass --allow-missing-manifest to index what is there"
+        )
+    warning = f"{shards_dir} has no {sf.MANIFEST_NAME}; reading {len(shards)} shard files as found"
+    _progress(f"warning: {warning}")
+    warnings.append(warning)
+    return shards, None, warnings
+
+
+def _records(path: str):
+    import tensorflow as tf  # noqa: PLC0415
+
+    try:
+        for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            yield raw
+    except tf.errors.OpError as error:
+        raise BeamlensError(f"{path} is not a readable TFRecord shard: {error.message}") from error
+
+
+def read_shards(shards_dir: str, work_dir: str, distance: str, normalize: bool, allow_missing_manifest: bool) -> ShardReadResult:
+    """Stream every record into work_dir/vectors.npy + work_dir/metadata.jsonl, validating as it goes."""
+    from models import shard_format as sf  # noqa: PLC0415
+
+    shards, manifest, warnings = find_shards(shards_dir, allow_missing_manifest)
+    if manifest is not None:
+        capacity = int(manifest.count)
+    else:
+        _progress("counting records (no manifest)")
+        capacity = sum(1 for s in shards for _ in _records(s))
+    if capacity == 0:
+        raise BeamlensError(f"the shards in {shards_dir} hold no records")
+    raw_path = os.path.join(work_dir, "vectors-raw.npy")
+    metadata_path = os.path.join(work_dir, "metadata.jsonl")
+    matrix = None
+    dimension = None
+    dim_source = ""
+    seen: dict[str, int] = {}
+    rows = read = duplicates = normalized = 0
+    fingerprints: set[str] = set()
+    with open(metadata_path, "wb") as meta_out:
+        for shard in shards:
+            name = os.path.basename(shard)
+            for raw in _records(shard):
+                try:
+                    record = sf.decode_record(raw)
+                except Exception as error:  # noqa: BLE001 (a damaged record)
+                    raise BeamlensError(f"{shard}: record {read} cannot be parsed: {error}") from error
+                read += 1
+                vector = record.embedding
+                where = f"image id {record.image_id!r} in {name}"
+                if not record.image_id:
+                    raise BeamlensError(f"{shard}: record {read - 1} has no image id")
+                if dimension is None:
+                    dimension, dim_source = vector.size, where
+                    matrix = np.lib.format.open_memmap(raw_path, mode="w+", dtype=np.float32, shape=(capacity, dimension))
+                elif vector.size != dimension:
+                    raise BeamlensError(
+                        f"mixed dimensions: {where} has a {vector.size}-d vector, but {dim_source} has {dimension}-d"
+                    )
+                if not np.all(np.isfinite(vector)):
+                    raise BeamlensError(f"{where}: the vector has NaN or infinite values")
+                if record.image_id in seen:
+                    if np.array_equal(matrix[seen[record.image_id]], _prepared(vector, distance, normalize, where)):
+                        duplicates += 1
+                        continue
+                    raise BeamlensError(
+                        f"duplicate image id {record.image_id!r} (again in {name}) with a DIFFERENT vector; "
+                        "the shards mix two embedding runs"
+                    )
+                prepared = _prepared(vector, distance, normalize, where)
+                if prepared is not vector:
+                    normalized += 1
+                if rows >= capacity:
+                    raise BeamlensError(
+                        f"the shards hold more distinct items than the manifest's count {capacity}; the manifest "
+                        f"does not belong to these shards ({name})"
+                    )
+                matrix[rows] = prepared
+                seen[record.image_id] = rows
+                rows += 1
+                if record.model_fingerprint:
+                    fingerprints.add(record.model_fingerprint)
+                meta = {"id": record.image_id, "uri": record.uri, "captions": list(record.captions)}
+                meta_out.write(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n")
+                if read % PROGRESS_EVERY == 0:
+                    _progress(f"read {read} records ({rows} items) from {len(shards)} shards")
+    _progress(f"read {read} records: {rows} items, {duplicates} identical duplicates dropped")
+    if rows == 0:
+        raise BeamlensError(f"the shards in {shards_dir} hold no records")
+    if len(fingerprints) > 1:
+        raise BeamlensError(f"the shards mix embeddings of {len(fingerprints)} different models: {sorted(fingerprints)}")
+    assert matrix is not None and dimension is not None
+    matrix.flush()
+    vectors_path = os.path.join(work_dir, "vectors.npy")
+    if rows == capacity:
+        del matrix
+        os.replace(raw_path, vectors_path)
+    else:
+        final = np.lib.format.open_memmap(vectors_path, mode="w+", dtype=np.float32, shape=(rows, dimension))
+        for start in range(0, rows, 65536):
+            final[start : start + 65536] = matrix[start : min(rows, start + 65536)]
+        final.flush()
+        del final, matrix
+        os.remove(raw_path)
+    fingerprint = (manifest.model_fingerprint if manifest is not None else "") or next(iter(fingerprints), "")
+    if manifest is not None and manifest.dimension and manifest.dimension != dimension:
+        raise BeamlensError(f"the manifest says {manifest.dimension}-d but the shards hold {dimension}-d vectors")
+    return ShardReadResult(vectors_path, metadata_path, rows, dimension, read, duplicates, normalized,
+                           [os.path.basename(s) for s in shards], fingerprint, manifest is not None, warnings)
+
+
+def _prepared(vector: np.ndarray, distance: str, normalize: bool, where: str) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    if normalize:
+        if norm == 0.0:
+            raise BeamlensError(f"{where}: the vector is all zeros and cannot be normalised")
+        if abs(norm - 1.0) > 1e-6:
+            return (vector / norm).astype(np.float32)
+        return vector
+    if distance == DOT_PRODUCT and abs(norm - 1.0) > NORM_TOLERANCE:
+        raise BeamlensError(
+            f"{where}: the vector's L2 norm is {norm:.4f}, not 1; dot_product search needs unit vectors "
+            "(pass --normalize to normalise them, or use --distance squared_l2)"
+        )
+    return vector
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+def _check_embedder(path: Optional[str], dimension: Optional[int] = None) -> Optional[str]:
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise BeamlensError(f"embedder not found: {path}")
+    with open(path, "rb") as stream:
+        data = stream.read()
+    info = model_file.read_model_file(data, path)
+    if dimension is not None:
+        out = info.outputs[model_file.searcher_output_index(info)].shape
+        if not out or out[-1] != dimension:
+            raise BeamlensError(
+                f"{path} outputs {out[-1] if out else '?'}-d embeddings but the shards hold {dimension}-d vectors; "
+                "the index must be built from this embedder's space"
+            )
+    return path
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from models.searcher import attach_index, build_index  # noqa: PLC0415
+
+    started = time.perf_counter()
+    options = options_from_args(args)
+    formats = args.format or (["tflite"] if (args.text_embedder or args.image_embedder) else [])
+    if not formats:
+        raise BeamlensError("nothing to write: give --text-embedder/--image-embedder or --format scann_index_file")
+    if "tflite" in formats and not (args.text_embedder or args.image_embedder):
+        raise BeamlensError("--format tflite needs --text-embedder and/or --image-embedder")
+    if args.userinfo is not None and "\x00" in args.userinfo:
+        raise BeamlensError("--userinfo must not contain NUL bytes")
+    embedders = {TEXT_SEARCHER: _check_embedder(args.text_embedder), IMAGE_SEARCHER: _check_embedder(args.image_embedder)}
+    os.makedirs(args.out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".build-searcher-", dir=args.out)
+    staged: dict[str, str] = {}
+    try:
+        shards = read_shards(args.shards, work, args.distance, args.normalize, args.allow_missing_manifest)
+        if "tflite" in formats:
+            for name, path in embedders.items():
+                _check_embedder(path, shards.dimension)
+        userinfo = args.userinfo
+        if userinfo is None:
+            userinfo = json.dumps({
+                "beamlens": 1, "model_fingerprint": shards.model_fingerprint, "num_items": shards.count,
+                "dimension": shards.dimension, "distance": args.distance, "options": options_to_dict(options),
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            }, separators=(",", ":"))
+        index_path = os.path.join(work, INDEX_FILE)
+        auto = AutoOptions(target_recall=args.target_recall, max_index_mb=args.max_index_mb)
+        _, report = build_index(shards.vectors_path, shards.metadata_path, options, index_path, userinfo, auto,
+                                compression=not args.no_compression)
+        for line in report.lines():
+            _progress(line)
+        if "scann_index_file" in formats:
+            staged[INDEX_FILE] = index_path
+        if "tflite" in formats:
+            for name, embedder in embedders.items():
+                if embedder:
+                    _progress(f"attaching the index to {embedder} -> {name}")
+                    staged[name] = attach_index(embedder, index_path, os.path.join(work, name))
+        summary = {
+            "shards": args.shards, "records_read": shards.records_read, "duplicates_dropped": shards.duplicates_dropped,
+            "normalized": shards.normalized, "manifest_found": shards.manifest_found, "warnings": shards.warnings,
+            "model_fingerprint": shards.model_fingerprint, "outputs": sorted(staged),
+            "embedders": {k: v for k, v in embedders.items() if v}, "userinfo": userinfo,
+            "seconds": round(time.perf_counter() - started, 3), "build": report.to_dict(),
+        }
+        with open(os.path.join(work, REPORT_FILE), "w", encoding="utf-8") as stream:
+            json.dump(summary, stream, indent=2, sort_keys=True)
+        staged[REPORT_FILE] = os.path.join(work, REPORT_FILE)
+        for name, path in staged.items():  # same filesystem: each rename is atomic
+            os.replace(path, os.path.join(args.out, name))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for name in sorted(staged):
+        _progress(f"wrote {os.path.join(args.out, name)}")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
