@@ -150,6 +150,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     expected = [q.image_id for q in queries]
 
     layout = _index_layout(searcher_path)
+    indexed = (layout or {}).get("num_items")
+    if indexed is not None and int(indexed) != len(items.image_ids):
+        notes.append(
+            f"The searcher indexes {indexed} items but the shards hold {len(items.image_ids)}: it was not built "
+            "from exactly these shards, so exact search and recall compare different sets."
+        )
     distance = args.distance or (layout or {}).get("distance") or ev.DOT_PRODUCT
     distance = {"DOT_PRODUCT": ev.DOT_PRODUCT, "SQUARED_L2_DISTANCE": ev.SQUARED_L2}.get(str(distance), str(distance)).lower()
     if distance not in (ev.DOT_PRODUCT, ev.SQUARED_L2):

@@ -1,20 +1,18 @@
-"""Small real searchers for the search/evaluate tests (TF-free; run through compat.call_tflite).
+"""Small real searchers for the search/evaluate tests, made with the project's searcher builder.
 
-Prefers the project's searcher builder (models.searcher, issue 7) when it is importable; until
-then builds a float (exact, brute-force-in-partition) on-device index with tflite-support's own
-index builder and attaches it as Model Maker does, which the Task Library reads the same way.
-Partitions are assigned to the nearest of ``num_leaves`` data points used as centroids, so a
-multi-leaf layout (for leaves-searched sweeps) is possible without ScaNN training.
+``build_float_searcher`` writes a float (brute force inside the searched leaves) index with
+models.searcher (issue 7's builder: ScaNN partitioning, the on-device index, attachment) and
+attaches it to an embedder, so tests read back exactly what ``beamlens build-searcher`` writes.
+The other helpers are TF-free and run through compat.call_tflite.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
 import numpy as np
-
-INDEX_NAME = "on_device_scann_index.ldb"
 
 
 def build_float_searcher(
@@ -26,45 +24,19 @@ def build_float_searcher(
     leaves_to_search: int = 1,
 ) -> str:
     """Write ``out_path``: the embedder with a dot-product float index over the given vectors."""
-    import flatbuffers  # noqa: PLC0415
-    from tensorflow_lite_support.scann_ondevice.cc.core import serialized_searcher_pb2 as sp  # noqa: PLC0415
-    from tensorflow_lite_support.scann_ondevice.cc.python import index_builder  # noqa: PLC0415
-    from tflite_support import metadata as md  # noqa: PLC0415
-    from tflite_support import metadata_schema_py_generated as fb  # noqa: PLC0415
+    from models.searcher import ScaNNOptions, ScoreBruteForce, Tree, attach_index, build_index  # noqa: PLC0415
 
-    vectors = np.load(vectors_npy).astype(np.float32)
-    centroids = vectors[np.linspace(0, len(vectors) - 1, num_leaves).astype(int)]
-    assignment = np.argmax(vectors @ centroids.T, axis=1).astype(np.uint32)
-    config = sp.ScannOnDeviceConfig(query_distance=sp.DOT_PRODUCT)
-    config.partitioner.query_distance = sp.DOT_PRODUCT
-    config.partitioner.search_fraction = leaves_to_search / num_leaves
-    for centroid in centroids:
-        config.partitioner.leaf.add().dimension.extend(centroid.tolist())
-    index = index_builder.create_serialized_index_file(
-        vectors.shape[1], config.SerializeToString(), "", assignment, metadata,
-        compression=False, float_database=vectors.ravel(),
+    options = ScaNNOptions(
+        distance_measure="dot_product",
+        tree=Tree(num_leaves=num_leaves, num_leaves_to_search=leaves_to_search, min_partition_size=1),
+        score_brute_force=ScoreBruteForce(),
     )
-    with open(embedder_path, "rb") as stream:
-        model = stream.read()
-    populator = md.MetadataPopulator.with_model_buffer(model)
-    buffer = md.MetadataDisplayer.with_model_buffer(model).get_metadata_buffer()
-    model_meta = fb.ModelMetadataT.InitFromObj(fb.ModelMetadata.GetRootAsModelMetadata(buffer, 0))
-    output = model_meta.subgraphMetadata[0].outputTensorMetadata[0]
-    attached = fb.AssociatedFileT()
-    attached.name = INDEX_NAME
-    attached.type = fb.AssociatedFileType.SCANN_INDEX_FILE
-    output.associatedFiles = list(output.associatedFiles or []) + [attached]
-    builder = flatbuffers.Builder(0)
-    builder.Finish(model_meta.Pack(builder), md.MetadataPopulator.METADATA_FILE_IDENTIFIER)
-    with tempfile.TemporaryDirectory() as folder:
-        index_path = os.path.join(folder, INDEX_NAME)
-        with open(index_path, "wb") as stream:
-            stream.write(index)
-        populator.load_metadata_buffer(builder.Output())
-        populator.load_associated_files([index_path])
-        populator.populate()
-    with open(out_path, "wb") as stream:
-        stream.write(populator.get_model_buffer())
+    with tempfile.TemporaryDirectory(prefix="beamlens-test-searcher-") as folder:
+        metadata_path = os.path.join(folder, "metadata.txt")
+        with open(metadata_path, "w", encoding="utf-8") as stream:
+            stream.write("".join(line + "\n" for line in metadata))
+        index_path, _ = build_index(vectors_npy, metadata_path, options, os.path.join(folder, "index.ldb"))
+        attach_index(embedder_path, index_path, out_path)
     return out_path
 
 
@@ -103,6 +75,4 @@ def regex_sentences(vocab_path: str, count: int = 300, seed: int = 0) -> list[st
 
 
 def item_metadata(image_id: str, uri: str = "", captions: list[str] | None = None) -> str:
-    import json  # noqa: PLC0415
-
     return json.dumps({"id": image_id, "uri": uri, "captions": captions or []})

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import compat
 from models import searcher_evaluation as ev
 from models.errors import BeamlensError
 from models.search_api import embed_text
+from models.searcher import read_searcher, rewrite_leaves_to_search
 from models.shard_format import EmbeddingRecord, Manifest, encode_record, write_text_atomically
 from pipelines import evaluate
 from tests import search_fixtures
@@ -132,29 +132,13 @@ def corpus(tmp_path_factory) -> dict:
     np.save(folder / "vectors.npy", vectors)
     metadata = [search_fixtures.item_metadata(f"s{i}", f"/corpus/s{i}.png", [s]) for i, s in enumerate(sentences)]
     searchers = {}
-    for leaves, searched in [(1, 1), (8, 1), (8, 2), (8, 4), (8, 8)]:
+    for leaves, searched in [(1, 1), (8, 8)]:
         path = str(folder / f"searcher_{leaves}_{searched}.tflite")
-        compat.call_tflite(search_fixtures.build_float_searcher, REGEX_EMBEDDER, str(folder / "vectors.npy"), metadata, path, leaves, searched)
+        search_fixtures.build_float_searcher(REGEX_EMBEDDER, str(folder / "vectors.npy"), metadata, path, leaves, searched)
         searchers[(leaves, searched)] = path
+    # The same index searching one leaf of eight, made the way the sweep makes its variants.
+    searchers[(8, 1)] = rewrite_leaves_to_search(searchers[(8, 8)], str(folder / "searcher_8_1.tflite"), 1)
     return {"folder": folder, "shards": str(shards), "captions": str(folder / "captions.json"), "searchers": searchers}
-
-
-@pytest.fixture
-def sweep_with_test_variants(monkeypatch, corpus) -> None:
-    """Stand in for the searcher builder's layout reader and leaves rewriter (test searchers)."""
-    by_path = {path: key for key, path in corpus["searchers"].items()}
-
-    def layout(path: str) -> dict:
-        leaves, searched = by_path[path]
-        return {"num_leaves": leaves, "leaves_to_search": searched, "distance": "dot_product"}
-
-    def rewrite(path: str, out: str, leaves_to_search: int) -> None:
-        leaves, _ = by_path[path]
-        with open(corpus["searchers"][(leaves, leaves_to_search)], "rb") as src, open(out, "wb") as dst:
-            dst.write(src.read())
-
-    monkeypatch.setattr(evaluate, "_index_layout", layout)
-    monkeypatch.setattr(evaluate, "_write_leaves_variant", rewrite)
 
 
 def _run(corpus: dict, searcher: str, out: Path, *extra: str) -> int:
@@ -164,12 +148,14 @@ def _run(corpus: dict, searcher: str, out: Path, *extra: str) -> int:
     )
 
 
-def test_exact_searcher_report(corpus, sweep_with_test_variants, tmp_path: Path, capsys) -> None:
+def test_exact_searcher_report(corpus, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
     assert _run(corpus, corpus["searchers"][(8, 8)], out, "--leaves", "1,2,4,8,16") == 0
     report = json.loads((out / "report.json").read_text())
     assert {"ks", "top_k_accuracy", "ann_recall", "latency_ms", "size_bytes", "leaves_sweep", "examples", "notes"} <= set(report)
     assert report["num_items"] == NUM_ITEMS and report["num_queries"] == 60 and report["num_captions"] == NUM_ITEMS + 1
+    assert (report["num_leaves"], report["leaves_to_search"], report["distance"]) == (8, 8, "dot_product")
+    assert read_searcher(corpus["searchers"][(8, 1)]).num_leaves_to_search == 1
     for k in ("1", "5", "10", "100"):
         assert report["top_k_accuracy"]["exact"][k] == 1.0
         assert report["top_k_accuracy"]["searcher"][k] == 1.0  # all leaves searched: exact
@@ -195,7 +181,7 @@ def test_exact_searcher_report(corpus, sweep_with_test_variants, tmp_path: Path,
     assert "report.html" in capsys.readouterr().out
 
 
-def test_one_leaf_of_eight_misses_and_reports_short_lists(corpus, sweep_with_test_variants, tmp_path: Path) -> None:
+def test_one_leaf_of_eight_misses_and_reports_short_lists(corpus, tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert _run(corpus, corpus["searchers"][(8, 1)], out, "--no-sweep") == 0
     report = json.loads((out / "report.json").read_text())

@@ -165,9 +165,7 @@ def sentence_searcher(tmp_path_factory) -> tuple[str, list[str], np.ndarray]:
     vectors = embed_text(REGEX_EMBEDDER, sentences)
     np.save(folder / "vectors.npy", vectors)
     metadata = [search_fixtures.item_metadata(f"s{i}", f"/corpus/s{i}.jpg", [s]) for i, s in enumerate(sentences)]
-    path = compat.call_tflite(
-        search_fixtures.build_float_searcher, REGEX_EMBEDDER, str(folder / "vectors.npy"), metadata, str(folder / "exact.tflite")
-    )
+    path = search_fixtures.build_float_searcher(REGEX_EMBEDDER, str(folder / "vectors.npy"), metadata, str(folder / "exact.tflite"))
     return path, sentences, vectors
 
 

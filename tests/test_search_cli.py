@@ -123,8 +123,8 @@ def photo_searcher(tmp_path_factory) -> tuple[str, list[Path], np.ndarray]:
     vectors = compat.call_tflite(search_fixtures.embed_images, IMAGE_EMBEDDER, [str(p) for p in photos])
     np.save(folder / "vectors.npy", vectors)
     metadata = [search_fixtures.item_metadata(p.stem, str(p), [f"photo {p.name}"]) for p in photos]
-    path = compat.call_tflite(
-        search_fixtures.build_float_searcher, IMAGE_EMBEDDER, str(folder / "vectors.npy"), metadata,
+    path = search_fixtures.build_float_searcher(
+        IMAGE_EMBEDDER, str(folder / "vectors.npy"), metadata,
         str(folder / "image_searcher.tflite"),
     )
     return path, photos, vectors
