@@ -1,0 +1,155 @@
+"""What a re-index does with each image: carry its old vector over, embed it, or drop it.
+
+Pure logic (no Beam, no I/O of its own), so the rule is testable on its own and identical in the
+Beam join (``pipelines/reindex.py`` calls :func:`decide` once per image id after a CoGroupByKey of
+the current corpus with the previous shards) and anywhere else.
+
+The rule, per image id:
+
+* only in the previous output               -> DELETE (the image left the corpus)
+* only in the current corpus                -> EMBED_NEW (also images that failed last time)
+* in both, encoder fingerprint changed      -> EMBED_MODEL (everything is re-embedded)
+* in both, content hash differs / unreadable-> EMBED_CHANGED
+* in both, same bytes                       -> CARRY (the old record, bit for bit, with the
+                                               current captions and uri)
+
+The content hash is sha256 of the file bytes. Hashing means reading every byte of the corpus
+once per run, which is far cheaper than decoding + inference but not free at 100M images; a
+size+mtime pre-filter is NOT applied (the shard record has no field for them, and object-store
+mtimes change on copies); see deploy/README.md for the cost note.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+
+class Action(str, enum.Enum):
+    CARRY = "carry"
+    EMBED_NEW = "new"
+    EMBED_CHANGED = "changed"
+    EMBED_MODEL = "model_changed"
+    DELETE = "deleted"
+
+    @property
+    def embeds(self) -> bool:
+        return self in (Action.EMBED_NEW, Action.EMBED_CHANGED, Action.EMBED_MODEL)
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What the previous run stored for an image (read from its shard record)."""
+
+    content_hash: str
+    model_fingerprint: str
+    captions: tuple[str, ...] = ()
+    uri: str = ""
+
+
+@dataclass(frozen=True)
+class Current:
+    """What the current corpus lists for an image (before reading its bytes)."""
+
+    uri: str
+    captions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    image_id: str
+    action: Action
+    captions_changed: bool = False
+    uri_changed: bool = False
+    current_hash: Optional[str] = None
+
+
+def decide(
+    image_id: str,
+    current: Sequence[Current],
+    previous: Sequence[Previous],
+    model_fingerprint: str,
+    hash_current: Callable[[str], Optional[str]],
+) -> Decision:
+    """One image's fate. ``hash_current(uri)`` returns the sha256 hex, or None if unreadable.
+
+    Lists, not single values, because a join delivers lists; duplicates (a runner that repeats
+    elements) are harmless: the first is used. The hash is only computed when it decides something.
+    """
+    if not current:
+        return Decision(image_id, Action.DELETE)
+    now = current[0]
+    if not previous:
+        return Decision(image_id, Action.EMBED_NEW)
+    before = previous[0]
+    if before.model_fingerprint != model_fingerprint:
+        return Decision(image_id, Action.EMBED_MODEL)
+    digest = hash_current(now.uri)
+    if digest is None or not before.content_hash or digest != before.content_hash:
+        return Decision(image_id, Action.EMBED_CHANGED, current_hash=digest)
+    return Decision(
+        image_id,
+        Action.CARRY,
+        captions_changed=tuple(now.captions) != tuple(before.captions),
+        uri_changed=now.uri != before.uri,
+        current_hash=digest,
+    )
+
+
+@dataclass
+class PlanCounts:
+    """Totals over all images, plus a capped sample of ids per action for the report."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    metadata_updated: int = 0
+    sample_ids: dict[str, list[str]] = field(default_factory=dict)
+
+    SAMPLE_LIMIT = 1000
+
+    def add(self, decision: Decision) -> None:
+        key = decision.action.value
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if decision.captions_changed or decision.uri_changed:
+            self.metadata_updated += 1
+        if decision.action is not Action.CARRY:
+            sample = self.sample_ids.setdefault(key, [])
+            if len(sample) < self.SAMPLE_LIMIT:
+                sample.append(decision.image_id)
+
+    def merge(self, other: "PlanCounts") -> "PlanCounts":
+        for key, value in other.counts.items():
+            self.counts[key] = self.counts.get(key, 0) + value
+        self.metadata_updated += other.metadata_updated
+        for key, ids in other.sample_ids.items():
+            sample = self.sample_ids.setdefault(key, [])
+            sample.extend(ids[: max(0, self.SAMPLE_LIMIT - len(sample))])
+        return self
+
+    def get(self, action: Action) -> int:
+        return self.counts.get(action.value, 0)
+
+    @property
+    def embedded(self) -> int:
+        return sum(self.get(a) for a in Action if a.embeds)
+
+    @property
+    def changes_index(self) -> bool:
+        """Does the searcher need a rebuild? (new vectors, removed items, or new captions or uris in item metadata)"""
+        return bool(self.embedded or self.get(Action.DELETE) or self.metadata_updated)
+
+    def to_dict(self) -> dict:
+        return {
+            "counts": {a.value: self.get(a) for a in Action},
+            "embedded": self.embedded,
+            "metadata_updated": self.metadata_updated,
+            "sample_ids": {k: sorted(v) for k, v in sorted(self.sample_ids.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PlanCounts":
+        plan = cls()
+        plan.counts = {k: int(v) for k, v in data.get("counts", {}).items() if v}
+        plan.metadata_updated = int(data.get("metadata_updated", 0))
+        plan.sample_ids = {k: list(v) for k, v in data.get("sample_ids", {}).items()}
+        return plan

@@ -1,0 +1,183 @@
+"""Versioned output folders under one root, and an atomic ``LATEST`` pointer file.
+
+    ROOT/v-20261123-013000-1a2b3c/   one finished re-index run (shards/, searchers/, reindex_report.json)
+    ROOT/v-20261124-013000-4d5e6f/   the next one
+    ROOT/LATEST                      a small text file holding the name of the newest finished version
+
+Why a pointer FILE and not a symlink: object stores (gs://, s3://) have no symlinks, but replacing
+one small object is atomic there, and on a local/POSIX filesystem ``os.replace`` of a temp file is
+atomic too. Readers (the app, the publish step, the next re-index) read ``LATEST`` and open
+``ROOT/<name>``; they can never see a half-written version, because a version is created under its
+own fresh name and the pointer moves only after the version's completion marker is written.
+
+A version without its completion marker (``reindex_report.json``) is the remains of a crashed run:
+:func:`clean_partial_versions` removes it on the next run. One re-index per root at a time (the
+scheduler's job); two concurrent runs would each see the other's folder as partial.
+
+Remote paths (anything with ``://``) go through ``tf.io.gfile`` (imported only then), local paths
+through ``os``; models/ stays free of Beam.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from typing import Optional
+
+from models.errors import BeamlensError
+
+POINTER_NAME = "LATEST"
+VERSION_PREFIX = "v-"
+COMPLETE_MARKER = "reindex_report.json"
+SHARDS_DIR = "shards"
+SEARCHERS_DIR = "searchers"
+
+
+def _remote(path: str) -> bool:
+    return "://" in path
+
+
+def _gfile():
+    import tensorflow as tf  # noqa: PLC0415 (only for remote roots)
+
+    return tf.io.gfile
+
+
+def join(root: str, *names: str) -> str:
+    if _remote(root):
+        return "/".join([root.rstrip("/"), *names])
+    return os.path.join(root, *names)
+
+
+def exists(path: str) -> bool:
+    return _gfile().exists(path) if _remote(path) else os.path.exists(path)
+
+
+def read_text(path: str) -> str:
+    if _remote(path):
+        with _gfile().GFile(path, "r") as stream:
+            return stream.read()
+    with open(path, encoding="utf-8") as stream:
+        return stream.read()
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Temp file beside the target, then rename over it (atomic locally; whole-object on GCS)."""
+    if _remote(path):
+        temp = f"{path}.tmp-{secrets.token_hex(6)}"
+        with _gfile().GFile(temp, "w") as stream:
+            stream.write(text)
+        _gfile().rename(temp, path, overwrite=True)
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    temp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{secrets.token_hex(6)}")
+    try:
+        with open(temp, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def new_version_name(now: Optional[_dt.datetime] = None) -> str:
+    """``v-YYYYmmdd-HHMMSS-<6 hex>``: sorts by time; the random tail keeps two runs in one second apart."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    return f"{VERSION_PREFIX}{now.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def list_versions(root: str) -> list[str]:
+    """Names of version folders under root (finished or not), oldest first."""
+    if not exists(root):
+        return []
+    names = _gfile().listdir(root) if _remote(root) else os.listdir(root)
+    return sorted(n.rstrip("/") for n in names if n.startswith(VERSION_PREFIX))
+
+
+def is_complete(root: str, name: str) -> bool:
+    return exists(join(root, name, COMPLETE_MARKER))
+
+
+def read_latest(root: str) -> Optional[str]:
+    """The version name LATEST points to, or None on a fresh root. A dangling pointer is an error."""
+    pointer = join(root, POINTER_NAME)
+    if not exists(pointer):
+        return None
+    name = read_text(pointer).strip()
+    if not name.startswith(VERSION_PREFIX) or "/" in name or not is_complete(root, name):
+        raise BeamlensError(f"{pointer} points to {name!r}, which is not a finished version under {root}")
+    return name
+
+
+def set_latest(root: str, name: str) -> None:
+    """Move the pointer: refuses a version without its completion marker (the crash-safety rule)."""
+    if not is_complete(root, name):
+        raise BeamlensError(f"refusing to point LATEST at {name}: {join(root, name, COMPLETE_MARKER)} is missing")
+    write_text_atomic(join(root, POINTER_NAME), name + "\n")
+
+
+def _remove_tree(path: str) -> None:
+    if _remote(path):
+        _gfile().rmtree(path)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_partial_versions(root: str, keep: tuple[str, ...] = ()) -> list[str]:
+    """Delete version folders that never finished (no completion marker); returns their names."""
+    removed = []
+    for name in list_versions(root):
+        if name not in keep and not is_complete(root, name):
+            _remove_tree(join(root, name))
+            removed.append(name)
+    return removed
+
+
+def prune_old_versions(root: str, keep_last: int) -> list[str]:
+    """Keep the newest ``keep_last`` finished versions (LATEST always among them); delete older ones."""
+    if keep_last < 1:
+        return []
+    latest = read_latest(root)
+    finished = [n for n in list_versions(root) if is_complete(root, n)]
+    doomed = [n for n in finished[:-keep_last] if n != latest]
+    for name in doomed:
+        _remove_tree(join(root, name))
+    return doomed
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where a previous output lives: its version folder (or a bare embed output) and its shards."""
+
+    version_dir: Optional[str]
+    shards_dir: str
+    searchers_dir: Optional[str]
+
+
+def resolve_previous(path: str) -> Optional[Resolved]:
+    """Accept ROOT (follow LATEST), ROOT/LATEST, a version folder, or a plain ``beamlens embed`` output.
+
+    Returns None for a root that has no LATEST yet (the first run: everything is new).
+    """
+    path = path.rstrip("/") or path
+    if path.rsplit("/", 1)[-1] == POINTER_NAME or os.path.basename(path) == POINTER_NAME:
+        root = path[: -len(POINTER_NAME)].rstrip("/") or "."
+        if not exists(path):
+            raise BeamlensError(f"{path} does not exist")
+        path = join(root, read_latest(root) or "")
+    elif exists(join(path, POINTER_NAME)):
+        path = join(path, read_latest(path) or "")
+    elif exists(join(path, "manifest.json")):
+        return Resolved(None, path, None)  # a bare `beamlens embed` output
+    elif not exists(join(path, SHARDS_DIR)):
+        return None  # a fresh root (or one whose only runs crashed): everything is new
+    if not exists(join(path, SHARDS_DIR, "manifest.json")):
+        raise BeamlensError(f"{path} has no finished shards ({join(SHARDS_DIR, 'manifest.json')} missing)")
+    searchers = join(path, SEARCHERS_DIR)
+    return Resolved(path, join(path, SHARDS_DIR), searchers if exists(searchers) else None)
