@@ -190,7 +190,10 @@ def render_evaluation_report(
         "<h2>Latency and size</h2>",
         table(
             ["TextSearcher.search, 1 thread", "p50 ms", "p95 ms", "p99 ms", "mean ms"],
-            [("max_results = %d" % report["max_results"], lat["p50"], lat["p95"], lat["p99"], lat["mean"])],
+            [
+                (f"max_results = {k}", v["p50"], v["p95"], v["p99"], v["mean"])
+                for k, v in sorted(report.get("latency_ms_by_k", {report["max_results"]: lat}).items(), key=lambda kv: int(kv[0]))
+            ],
         ),
         table(
             ["file", "bytes", "MB"],

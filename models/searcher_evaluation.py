@@ -168,11 +168,11 @@ def ann_recall_by_distance(
     ann_true_distances: Sequence[np.ndarray],
     exact_distances: np.ndarray,
     ks: Sequence[int],
-    rtol: float = 1e-5,
-    atol: float = 1e-6,
+    rtol: float = 1e-6,
 ) -> dict[int, float]:
     """ANN recall@k that does not punish ties: a returned item counts when its true distance is
-    within the exact k-th distance (plus float tolerance).
+    within the exact k-th distance (plus a float32 rounding tolerance, ``rtol`` times the query's
+    largest distance magnitude).
 
     Id-set recall drops below 1 for an exact index whenever two items sit at the same distance at
     rank k (the Task Library and numpy sum floats in a different order and break the tie
@@ -180,6 +180,9 @@ def ann_recall_by_distance(
     exact (numpy) distances of the items the searcher returned, in its order.
     """
     exact_distances = np.asarray(exact_distances, np.float64)
+    # float32 rounding of a dot product is relative to the size of the products, not of the
+    # difference: scale the tolerance by the query's largest |distance| (a few float32 ulps).
+    scales = np.abs(exact_distances).max(axis=1) if exact_distances.size else np.zeros(0)
     recalls = {}
     for k in ks:
         kk = min(k, exact_distances.shape[1]) if exact_distances.ndim == 2 else 0
@@ -187,8 +190,7 @@ def ann_recall_by_distance(
         for q, returned in enumerate(ann_true_distances):
             if kk == 0:
                 continue
-            threshold = exact_distances[q, kk - 1]
-            threshold = threshold + atol + rtol * abs(threshold)
+            threshold = exact_distances[q, kk - 1] + rtol * max(float(scales[q]), 1e-30)
             values.append(min(int(np.sum(np.asarray(returned, np.float64)[:kk] <= threshold)), kk) / kk)
         recalls[k] = float(np.mean(values)) if values else 0.0
     return recalls
