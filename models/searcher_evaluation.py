@@ -288,55 +288,64 @@ class IndexedItems:
     duplicates_dropped: int = 0
 
 
-def read_shard_items(shards_dir: str, progress: Any = None) -> IndexedItems:
-    """Read every record of a finished embedding run (manifest first), keeping the first per id.
+def read_shard_items(shards_dirs: str | Sequence[str], progress: Any = None) -> IndexedItems:
+    """Read every record of one or more finished embedding runs, keeping the first per image id.
 
+    Several folders are what a searcher built over, say, train and val embeddings was made from.
     Loads TensorFlow (the shards are tf.train.Example records); keep Task Library work out of
     this process (models.search_api does, through compat.call_tflite). The matrix is allocated
-    once from the manifest's count, so peak memory is the N x d float32 matrix itself.
+    once from the manifests' counts, so peak memory is the N x d float32 matrix itself.
     """
     import tensorflow as tf  # noqa: PLC0415 (gfile: local folders and gs:// alike)
 
     from models import shard_format  # noqa: PLC0415
 
-    manifest_path = os.path.join(shards_dir, shard_format.MANIFEST_NAME)
-    if not tf.io.gfile.exists(manifest_path):
-        raise BeamlensError(
-            f"{shards_dir} has no {shard_format.MANIFEST_NAME}: not a finished `beamlens embed` output"
-        )
-    with tf.io.gfile.GFile(manifest_path, "r") as stream:
-        try:
-            manifest = shard_format.Manifest.from_json(stream.read())
-        except (ValueError, TypeError) as error:
-            raise BeamlensError(f"{manifest_path} is not a valid manifest: {error}") from None
-
-    vectors = np.empty((manifest.count, manifest.dimension), np.float32)
+    folders = [shards_dirs] if isinstance(shards_dirs, str) else list(shards_dirs)
+    manifests = []
+    for folder in folders:
+        manifest_path = os.path.join(folder, shard_format.MANIFEST_NAME)
+        if not tf.io.gfile.exists(manifest_path):
+            raise BeamlensError(
+                f"{folder} has no {shard_format.MANIFEST_NAME}: not a finished `beamlens embed` output"
+            )
+        with tf.io.gfile.GFile(manifest_path, "r") as stream:
+            try:
+                manifests.append((folder, manifest_path, shard_format.Manifest.from_json(stream.read())))
+            except (ValueError, TypeError) as error:
+                raise BeamlensError(f"{manifest_path} is not a valid manifest: {error}") from None
+    dimensions = {manifest.dimension for _, _, manifest in manifests}
+    if len(dimensions) != 1:
+        raise BeamlensError(f"the shard folders hold vectors of different dimensions {sorted(dimensions)}: {folders}")
+    dimension = dimensions.pop()
+    capacity = sum(manifest.count for _, _, manifest in manifests)
+    vectors = np.empty((capacity, dimension), np.float32)
     image_ids: list[str] = []
     uris: list[str] = []
     seen: set[str] = set()
     duplicates = 0
-    for shard in manifest.shards:
-        path = os.path.join(shards_dir, shard)
-        if not tf.io.gfile.exists(path):
-            raise BeamlensError(f"shard {path} listed in {manifest_path} is missing")
-        for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
-            record = shard_format.decode_record(serialized)
-            if record.image_id in seen:
-                duplicates += 1
-                continue
-            if record.embedding.shape != (manifest.dimension,):
-                raise BeamlensError(
-                    f"{path}: record {record.image_id!r} has a {record.embedding.shape} vector, "
-                    f"the manifest says {manifest.dimension}"
-                )
-            if len(image_ids) >= manifest.count:
-                raise BeamlensError(f"{shards_dir} holds more records than its manifest count {manifest.count}")
-            vectors[len(image_ids)] = record.embedding
-            seen.add(record.image_id)
-            image_ids.append(record.image_id)
-            uris.append(record.uri)
-        if progress:
-            progress(f"read {path} ({len(image_ids)} items so far)")
+    for folder, manifest_path, manifest in manifests:
+        for shard in manifest.shards:
+            path = os.path.join(folder, shard)
+            if not tf.io.gfile.exists(path):
+                raise BeamlensError(f"shard {path} listed in {manifest_path} is missing")
+            for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
+                record = shard_format.decode_record(serialized)
+                if record.image_id in seen:
+                    duplicates += 1
+                    continue
+                if record.embedding.shape != (dimension,):
+                    raise BeamlensError(
+                        f"{path}: record {record.image_id!r} has a {record.embedding.shape} vector, "
+                        f"the manifest says {dimension}"
+                    )
+                if len(image_ids) >= capacity:
+                    raise BeamlensError(f"{folder} holds more records than its manifest count {manifest.count}")
+                vectors[len(image_ids)] = record.embedding
+                seen.add(record.image_id)
+                image_ids.append(record.image_id)
+                uris.append(record.uri)
+            if progress:
+                progress(f"read {path} ({len(image_ids)} items so far)")
     if not image_ids:
-        raise BeamlensError(f"{shards_dir} holds no embeddings")
+        raise BeamlensError(f"{', '.join(folders)} hold no embeddings")
     return IndexedItems(image_ids, uris, vectors[: len(image_ids)], duplicates)

@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--searcher", required=True, help="text searcher .tflite (TextSearcher)")
     parser.add_argument("--text-embedder", required=True, help="the text embedder .tflite the searcher was built on")
     parser.add_argument("--captions", required=True, help="held-out captions: COCO captions JSON (or a list of {image_id, caption})")
-    parser.add_argument("--shards", required=True, help="the `beamlens embed` output the searcher was built from")
+    parser.add_argument(
+        "--shards", required=True, action="append", metavar="DIR",
+        help="the `beamlens embed` output(s) the searcher was built from (repeatable)",
+    )
     parser.add_argument("--out", required=True, help="report folder")
     parser.add_argument("--images", action="append", default=[], metavar="DIR", help="local image folder for thumbnails (repeatable)")
     parser.add_argument("--max-queries", type=int, default=500, help="caption queries to run (default %(default)s)")
@@ -134,8 +137,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     queries_all = ev.load_caption_queries(args.captions)
     _progress(f"{len(queries_all)} captions in {args.captions}")
-    if not os.path.isdir(args.shards):
-        raise BeamlensError(f"shards folder not found: {args.shards}")
+    for folder in args.shards:
+        if "://" not in folder and not os.path.isdir(folder):
+            raise BeamlensError(f"shards folder not found: {folder}")
     items = ev.read_shard_items(args.shards, progress=_progress)
     _progress(f"{len(items.image_ids)} indexed items, {items.vectors.shape[1]}-d")
     if items.duplicates_dropped:
@@ -145,7 +149,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if unindexed:
         notes.append(f"{unindexed} captions name images that are not in the shards; they were left out.")
     if not queries:
-        raise BeamlensError(f"none of the captions in {args.captions} belong to an image in {args.shards}")
+        raise BeamlensError(f"none of the captions in {args.captions} belong to an image in {', '.join(args.shards)}")
     captions = [q.caption for q in queries]
     expected = [q.image_id for q in queries]
 
@@ -170,7 +174,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if query_vectors.shape[1] != items.vectors.shape[1]:
         raise BeamlensError(
             f"the text embedder {embedder_path} makes {query_vectors.shape[1]}-d vectors but the shards in "
-            f"{args.shards} hold {items.vectors.shape[1]}-d vectors: not the same model pair"
+            f"{', '.join(args.shards)} hold {items.vectors.shape[1]}-d vectors: not the same model pair"
         )
     _progress("exact search (numpy brute force)")
     exact_rows, exact_distances = ev.exact_search(query_vectors, items.vectors, max_k, distance)
@@ -202,7 +206,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "searcher": searcher_path,
         "text_embedder": embedder_path,
         "captions": os.path.abspath(args.captions),
-        "shards": os.path.abspath(args.shards),
+        "shards": [os.path.abspath(folder) if "://" not in folder else folder for folder in args.shards],
         "ks": ks,
         "max_results": max_k,
         "distance": distance,

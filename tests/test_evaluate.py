@@ -114,18 +114,19 @@ def corpus(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("evaluate")
     sentences = search_fixtures.regex_sentences(str(TFLITE_SUPPORT_DATA / "vocab_for_regex_tokenizer.txt"), NUM_ITEMS, seed=3)
     vectors = embed_text(REGEX_EMBEDDER, sentences, l2_normalize=True)
-    shards = folder / "shards"
-    shards.mkdir()
-    names = ["embeddings-00000-of-00002.tfrecord", "embeddings-00001-of-00002.tfrecord"]
-    for part, name in enumerate(names):
+    # Two embedding runs (train: even ids, val: odd ids), as a searcher built over both sees them;
+    # val repeats item s0, which is read once.
+    shard_dirs = []
+    for split, ids in (("train", range(0, NUM_ITEMS, 2)), ("val", [*range(1, NUM_ITEMS, 2), 0])):
+        shards = folder / "shards" / split
+        shards.mkdir(parents=True)
+        name = "embeddings-00000-of-00001.tfrecord"
         with tf.io.TFRecordWriter(str(shards / name)) as writer:
-            for i in range(part, NUM_ITEMS, 2):
+            for i in ids:
                 writer.write(encode_record(EmbeddingRecord(f"s{i}", f"/corpus/s{i}.png", vectors[i], (sentences[i],))))
-        if part == 0:  # a duplicate record (as a retried bundle may write) is read once
-            with tf.io.TFRecordWriter(str(shards / "embeddings-extra.tfrecord")) as writer:
-                pass
-    manifest = Manifest(count=NUM_ITEMS, dimension=vectors.shape[1], model_fingerprint="test", shards=names)
-    write_text_atomically(str(shards / "manifest.json"), manifest.to_json())
+        manifest = Manifest(count=len(ids), dimension=vectors.shape[1], model_fingerprint="test", shards=[name])
+        write_text_atomically(str(shards / "manifest.json"), manifest.to_json())
+        shard_dirs.append(str(shards))
     annotations = [{"image_id": f"s{i}", "caption": s} for i, s in enumerate(sentences)]
     annotations.append({"image_id": "not-indexed", "caption": "the film"})
     (folder / "captions.json").write_text(json.dumps({"annotations": annotations}))
@@ -138,13 +139,13 @@ def corpus(tmp_path_factory) -> dict:
         searchers[(leaves, searched)] = path
     # The same index searching one leaf of eight, made the way the sweep makes its variants.
     searchers[(8, 1)] = rewrite_leaves_to_search(searchers[(8, 8)], str(folder / "searcher_8_1.tflite"), 1)
-    return {"folder": folder, "shards": str(shards), "captions": str(folder / "captions.json"), "searchers": searchers}
+    return {"folder": folder, "shards": shard_dirs, "captions": str(folder / "captions.json"), "searchers": searchers}
 
 
 def _run(corpus: dict, searcher: str, out: Path, *extra: str) -> int:
     return evaluate.main(
         ["--searcher", searcher, "--text-embedder", REGEX_EMBEDDER, "--captions", corpus["captions"],
-         "--shards", corpus["shards"], "--out", str(out), "--max-queries", "60", "--sweep-queries", "40", *extra]
+         "--shards", corpus["shards"][0], "--shards", corpus["shards"][1], "--out", str(out), "--max-queries", "60", "--sweep-queries", "40", *extra]
     )
 
 
@@ -171,6 +172,8 @@ def test_exact_searcher_report(corpus, tmp_path: Path, capsys) -> None:
     assert sweep[-1]["recall_at_10"] == pytest.approx(1.0)
     assert [s["recall_at_10"] for s in sweep] == sorted(s["recall_at_10"] for s in sweep)
     assert any("not in the shards" in note for note in report["notes"])
+    assert any("1 duplicate image ids" in note for note in report["notes"])
+    assert report["shards"] == corpus["shards"]
     png = (out / "recall_vs_latency.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     page = (out / "report.html").read_text()
@@ -195,7 +198,7 @@ def test_one_leaf_of_eight_misses_and_reports_short_lists(corpus, tmp_path: Path
 
 
 def test_bad_inputs_are_named(corpus, tmp_path: Path) -> None:
-    base = ["--text-embedder", REGEX_EMBEDDER, "--captions", corpus["captions"], "--shards", corpus["shards"], "--out", str(tmp_path)]
+    base = ["--text-embedder", REGEX_EMBEDDER, "--captions", corpus["captions"], "--shards", corpus["shards"][0], "--out", str(tmp_path)]
     with pytest.raises(BeamlensError, match="searcher file not found"):
         evaluate.main(["--searcher", str(tmp_path / "none.tflite"), *base])
     searcher = corpus["searchers"][(1, 1)]
