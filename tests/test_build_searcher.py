@@ -1,0 +1,139 @@
+"""``beamlens build-searcher`` end to end from shards, and every bad input it must refuse cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf  # noqa: F401  (the TF side of the split, as in the real command)
+
+from models.errors import BeamlensError
+from models.searcher import read_searcher
+from pipelines import build_searcher, cli
+from tests import searcher_tasklib_helpers as h
+from tests.conftest import TFLITE_SUPPORT_DATA
+
+REGEX_EMBEDDER = str(TFLITE_SUPPORT_DATA / "regex_one_embedding_with_metadata.tflite")
+
+
+def _unit(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _run(shards, out, *extra: str) -> dict:
+    return build_searcher.run(build_searcher.build_parser().parse_args(["--shards", str(shards), "--out", str(out), *extra]))
+
+
+def _assert_refused(shards, out, match: str, *extra: str) -> None:
+    with pytest.raises(BeamlensError, match=match):
+        _run(shards, out, *extra)
+    leftovers = os.listdir(out) if os.path.isdir(out) else []
+    assert leftovers == [], f"a failed build left {leftovers}"
+
+
+def test_cli_end_to_end_text_and_index(tmp_path, capsys):
+    vectors = _unit(600)
+    captions = [[f"caption {i}", f"another {i}"] for i in range(600)]
+    h.write_shards(tmp_path / "shards", h.records_for(vectors, captions=captions), num_shards=3)
+    out = tmp_path / "out"
+    code = cli.main(["build-searcher", "--shards", str(tmp_path / "shards"), "--out", str(out),
+                     "--text-embedder", REGEX_EMBEDDER, "--format", "tflite", "--format", "scann_index_file",
+                     "--userinfo", "hello"])
+    assert code == 0
+    assert sorted(os.listdir(out)) == ["index.ldb", "searcher_report.json", "text_searcher.tflite"]
+    err = capsys.readouterr().err
+    assert "read 600 records: 600 items" in err and "why:" in err and "recall@10 by leaves searched" in err
+    report = json.loads((out / "searcher_report.json").read_text())
+    assert report["records_read"] == 600 and report["build"]["num_items"] == 600
+    assert report["build"]["num_leaves"] == 1 and report["build"]["search_fraction"] == 1.0  # small N: one leaf
+    assert report["build"]["score"] in ("ah", "brute_force") and report["build"]["reasons"]
+    info = read_searcher(str(out / "text_searcher.tflite"), first_items=600)
+    assert info.num_items == 600 and info.user_info == "hello"
+    items = [json.loads(m) for m in info.first_items]
+    by_id = {m["id"]: m for m in items}
+    assert by_id["img000007"] == {"id": "img000007", "uri": "file:///corpus/img000007.jpg", "captions": ["caption 7", "another 7"]}
+    assert info.first_items[0] == json.dumps(items[0], separators=(",", ":"))  # compact JSON
+    assert read_searcher(str(out / "index.ldb")).num_items == 600
+
+
+def test_explicit_options_and_tiny_data(tmp_path):
+    h.write_shards(tmp_path / "shards", h.records_for(_unit(2000, seed=3)), num_shards=2)
+    report = _run(tmp_path / "shards", tmp_path / "out", "--format", "scann_index_file", "--num-leaves", "20",
+                  "--leaves-to-search", "3", "--score", "ah", "--dimensions-per-block", "2", "--lookup-type", "int16")
+    build = report["build"]
+    assert (build["num_leaves"], build["num_leaves_to_search"], build["score"]) == (20, 3, "ah")
+    info = read_searcher(str(tmp_path / "out" / "index.ldb"))
+    assert (info.num_leaves, info.num_leaves_to_search, info.embedding_type) == (20, 3, "UINT8")
+    assert info.embedding_dim == 8 and info.query_dimension == 16  # 16 dims / 2 per block = 8 code bytes
+    assert info.asymmetric_hashing["lookup_type"] == "int16"
+    assert sum(info.partition_sizes) == 2000
+    # tiny N: AH cannot train (LUT256 needs 256 points) -> float brute force, one leaf
+    h.write_shards(tmp_path / "tiny", h.records_for(_unit(40, seed=4)), num_shards=1)
+    tiny = _run(tmp_path / "tiny", tmp_path / "tiny_out", "--format", "scann_index_file")["build"]
+    assert (tiny["score"], tiny["num_leaves"], tiny["search_fraction"]) == ("brute_force", 1, 1.0)
+    assert any("256" in r for r in tiny["reasons"])
+    _assert_refused(tmp_path / "tiny", tmp_path / "tiny_ah", "at least 256 items", "--format", "scann_index_file", "--score", "ah")
+
+
+def test_duplicates_identical_are_dropped_different_refused(tmp_path):
+    vectors = _unit(300)
+    records = h.records_for(vectors)
+    h.write_shards(tmp_path / "dup", records + records[:7], num_shards=2)  # a runner re-ran a step
+    report = _run(tmp_path / "dup", tmp_path / "out", "--format", "scann_index_file")
+    assert report["duplicates_dropped"] == 7 and report["build"]["num_items"] == 300
+    clash = h.records_for(_unit(1, seed=9), ids=["img000005"])
+    h.write_shards(tmp_path / "clash", records + clash, num_shards=2)
+    _assert_refused(tmp_path / "clash", tmp_path / "out2", "duplicate image id 'img000005'.*DIFFERENT vector",
+                    "--format", "scann_index_file")
+
+
+def test_bad_vectors_are_refused_naming_the_item(tmp_path):
+    vectors = _unit(50)
+    bad = vectors.copy()
+    bad[17, 3] = np.nan
+    h.write_shards(tmp_path / "nan", h.records_for(bad), num_shards=2)
+    _assert_refused(tmp_path / "nan", tmp_path / "o1", "img000017.*NaN", "--format", "scann_index_file")
+    big = vectors.copy()
+    big[9] *= 3.0
+    h.write_shards(tmp_path / "norm", h.records_for(big), num_shards=1)
+    _assert_refused(tmp_path / "norm", tmp_path / "o2", "img000009.*norm is 3.0000.*--normalize", "--format", "scann_index_file")
+    fixed = _run(tmp_path / "norm", tmp_path / "o3", "--format", "scann_index_file", "--normalize")
+    assert fixed["normalized"] == 1
+    mixed = h.records_for(vectors[:10]) + h.records_for(_unit(2, d=8), ids=["odd1", "odd2"])
+    h.write_shards(tmp_path / "mixed", mixed, num_shards=1, dimension=16)
+    _assert_refused(tmp_path / "mixed", tmp_path / "o4", "mixed dimensions: image id 'odd1'.*8-d.*16-d",
+                    "--format", "scann_index_file")
+
+
+def test_missing_shards_and_manifest(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _assert_refused(tmp_path / "empty", tmp_path / "o1", "no embedding shards", "--format", "scann_index_file")
+    _assert_refused(tmp_path / "nowhere", tmp_path / "o2", "shards folder not found", "--format", "scann_index_file")
+    h.write_shards(tmp_path / "nomanifest", h.records_for(_unit(30)), num_shards=2, manifest=False)
+    _assert_refused(tmp_path / "nomanifest", tmp_path / "o3", "no manifest.json.*--allow-missing-manifest",
+                    "--format", "scann_index_file")
+    report = _run(tmp_path / "nomanifest", tmp_path / "o4", "--format", "scann_index_file", "--allow-missing-manifest")
+    assert report["build"]["num_items"] == 30 and not report["manifest_found"] and report["warnings"]
+
+
+def test_bad_embedders_are_refused_before_anything_is_written(tmp_path):
+    h.write_shards(tmp_path / "shards", h.records_for(_unit(30, d=8)), num_shards=1)
+    not_a_model = tmp_path / "embedder.tflite"
+    not_a_model.write_bytes(b"this is not a flatbuffer" * 10)
+    _assert_refused(tmp_path / "shards", tmp_path / "o1", "embedder.tflite is not a TFLite model",
+                    "--text-embedder", str(not_a_model))
+    # The Task Library would happily search a 16-d embedder against 8-d vectors: we refuse.
+    _assert_refused(tmp_path / "shards", tmp_path / "o2", "outputs 16-d embeddings but the shards hold 8-d",
+                    "--text-embedder", REGEX_EMBEDDER)
+    _assert_refused(tmp_path / "shards", tmp_path / "o3", "embedder not found", "--image-embedder", str(tmp_path / "nope.tflite"))
+
+
+def test_cli_reports_user_errors_with_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = cli.main(["build-searcher", "--shards", str(tmp_path / "empty"), "--out", str(tmp_path / "out"),
+                     "--format", "scann_index_file"])
+    assert code == 2
+    assert "beamlens build-searcher: error: no embedding shards" in capsys.readouterr().err
