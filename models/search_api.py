@@ -115,11 +115,13 @@ class Searcher:
     ) -> None:
         if modality not in MODALITIES:
             raise BeamlensError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        self._handle: int | None = None
         self.path = check_readable_file(path, "searcher file")
         self.modality = modality
         self.max_results = check_k(max_results)
+        if num_threads == 0 or num_threads < -1:
+            raise BeamlensError(f"num_threads must be positive (or -1 for the Task Library's choice), got {num_threads}")
         self.index_file = check_readable_file(index_file, "index file") if index_file else None
-        self._handle: int | None = None
         opened = compat.call_tflite(
             _open_searcher, self.path, modality, self.max_results, int(num_threads), self.index_file
         )
@@ -166,6 +168,13 @@ class Searcher:
                 compat.call_tflite(_close_searcher, handle)
             except compat.IsolatedWorkerDied:
                 pass  # the worker is gone, and the searcher with it
+
+    def __del__(self) -> None:
+        # A forgotten close() must not leave the searcher (and its index) in the worker forever.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 (interpreter shutdown: the worker may already be gone)
+            pass
 
     def __enter__(self) -> "Searcher":
         return self

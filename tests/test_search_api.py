@@ -65,12 +65,20 @@ def test_searches_run_in_an_isolated_worker_beside_tensorflow() -> None:
         assert searcher.search("The weather was excellent.").hits[0].image_id == "The weather was excellent."
 
 
-def test_closed_searcher_refuses_queries() -> None:
+def test_closed_searcher_refuses_queries_and_frees_the_worker_state() -> None:
+    from models import search_api
+
     searcher = Searcher(REGEX_SEARCHER)
+    handle = searcher._handle
+    assert compat.call_tflite(search_api._search, handle, [("text", "a day")], 1)
     searcher.close()
     searcher.close()  # closing twice is harmless
     with pytest.raises(BeamlensError, match="closed"):
         searcher.search("anything")
+    with pytest.raises(BeamlensError, match=f"handle {handle} is not open"):
+        compat.call_tflite(search_api._search, handle, [("text", "a day")], 1)
+    with pytest.raises(BeamlensError, match="num_threads"):
+        Searcher(REGEX_SEARCHER, num_threads=0)
 
 
 def test_image_queries_as_path_bytes_and_array_agree() -> None:
