@@ -162,7 +162,12 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_
     build_pipeline(pipeline, source, embed, image_size, fingerprint)
     started = time.monotonic()
     result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)  # DaskRunner leaves its distributed.Client open
+        if client is not None:
+            client.close()
     seconds = time.monotonic() - started
 
     summary = read_outputs(embed.output, embed.num_shards, fingerprint)

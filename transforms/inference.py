@@ -65,12 +65,15 @@ def _is_keyed_result(element: Any) -> bool:
 
 
 def _is_failed_batch(element: Any) -> bool:
+    """(batch, (exception type, repr, traceback)); careful: ImageMeta and PredictionResult are tuples too."""
     return (
         isinstance(element, tuple)
         and len(element) == 2
-        and isinstance(element[0], (list, tuple))
+        and isinstance(element[0], list)
         and isinstance(element[1], tuple)
+        and not isinstance(element[1], PredictionResult)
         and len(element[1]) == 3
+        and isinstance(element[1][0], type)
     )
 
 
@@ -87,21 +90,21 @@ class ToEmbeddingRecord(beam.DoFn):
         self._last_report = self._started
 
     def process(self, element: Any) -> Iterator[EmbeddingRecord]:
-        if not _is_keyed_result(element):
-            return  # a failed batch (Dask hands both outputs to every consumer)
-        meta, result = element
-        inference = result.inference
-        vector = inference.numpy() if hasattr(inference, "numpy") else np.asarray(inference)
-        self._embedded.inc()
-        self._report_progress()
-        yield EmbeddingRecord(
-            image_id=meta.image_id,
-            uri=meta.uri,
-            embedding=l2_normalize(vector),
-            captions=tuple(meta.captions),
-            model_fingerprint=self._fingerprint,
-            content_hash=meta.content_hash,
-        )
+        # Anything else is a failed batch: Dask hands both RunInference outputs to every consumer.
+        if _is_keyed_result(element):
+            meta, result = element
+            inference = result.inference
+            vector = inference.numpy() if hasattr(inference, "numpy") else np.asarray(inference)
+            self._embedded.inc()
+            self._report_progress()
+            yield EmbeddingRecord(
+                image_id=meta.image_id,
+                uri=meta.uri,
+                embedding=l2_normalize(vector),
+                captions=tuple(meta.captions),
+                model_fingerprint=self._fingerprint,
+                content_hash=meta.content_hash,
+            )
 
     def _report_progress(self) -> None:
         self._count += 1
@@ -119,14 +122,14 @@ class FailedBatchToErrors(beam.DoFn):
         self._failed = Metrics.counter(METRICS_NAMESPACE, "failed")
 
     def process(self, element: Any) -> Iterator[ImageError]:
-        if not _is_failed_batch(element):
-            return  # a good result (Dask hands both outputs to every consumer)
-        batch, (error_type, error_repr, _) = element
-        name = getattr(error_type, "__name__", str(error_type))
-        reason = f"inference failed: {name}: {error_repr}"[:500]
-        for meta, _pixels in batch:
-            self._failed.inc()
-            yield ImageError(meta.image_id, meta.uri, reason, "inference")
+        # Anything else is a good result: Dask hands both RunInference outputs to every consumer.
+        if _is_failed_batch(element):
+            batch, (error_type, error_repr, _) = element
+            name = getattr(error_type, "__name__", str(error_type))
+            reason = f"inference failed: {name}: {error_repr}"[:500]
+            for meta, _pixels in batch:
+                self._failed.inc()
+                yield ImageError(meta.image_id, meta.uri, reason, "inference")
 
 
 def _batch_items(batch: ImageBatch) -> list[tuple[ImageMeta, np.ndarray]]:

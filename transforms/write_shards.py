@@ -2,19 +2,22 @@
 
 Layout (names from ``models.shard_format``)::
 
-    <out>/embeddings-SSSSS-of-NNNNN.tfrecord   WriteToTFRecord, tf.train.Example per image
+    <out>/embeddings-SSSSS-of-NNNNN.tfrecord   TFRecord of tf.train.Example, one per image
     <out>/errors-SSSSS-of-NNNNN.jsonl          one JSON line per bad image (id, uri, reason, stage)
     <out>/manifest.json                        written last, atomically, only if counts reconcile
 
-One sink per pipeline. The DaskRunner (Beam 2.77) computes only the LAST branch of a pipeline, so
-a second, independent sink would silently never run there. The error files are therefore written
-by a DoFn whose (empty) output is flattened into the input of ``WriteToTFRecord``: the error
-branch becomes an ancestor of the one sink and runs on every runner. Each error file is written
-under a temporary name and renamed, so a re-run step (Dask may run steps feeding a write twice)
-rewrites the same file instead of adding to it.
+One sink, written by our own GroupByKey + DoFn rather than ``WriteToTFRecord``, because of what
+the DaskRunner (Beam 2.77) does:
+* it computes only the LAST branch of a pipeline, so a second sink (errors) would never run;
+  here embeddings and errors of a shard are written by the same DoFn call;
+* it may run the steps feeding a write twice; ``WriteToTFRecord`` then failed in finalize
+  ("src and dst files do not exist", measured with a 2-process LocalCluster). Our shard files are
+  written under a temporary name and renamed, keyed by ``crc32(image id) % num_shards``, so a
+  re-run rewrites the same file, and copies of one id meet in one call and are dropped there.
+The file format is exactly what ``WriteToTFRecord`` writes (``tf.io.TFRecordWriter`` framing).
 
-The runner is not trusted to have written what it was given (Dask drops and duplicates elements):
-:func:`reconcile_outputs` reads every shard and error file back and fails loudly unless
+The runner is still not trusted to have written what it was given: :func:`read_outputs` reads
+every file back and :func:`reconcile` fails loudly unless
 ``listed images == distinct embedded ids + distinct failed ids``.
 """
 
@@ -45,11 +48,9 @@ from models.shard_format import (
     encode_record,
     write_text_atomically,
 )
-from transforms.decode import only
 from transforms.read_images import ImageError
 
 ERRORS_SUFFIX = ".jsonl"
-SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
 NORM_TOLERANCE = 1e-3
 
 
@@ -65,13 +66,9 @@ def shard_name(prefix: str, index: int, total: int, suffix: str) -> str:
     return f"{prefix}-{index:05d}-of-{total:05d}{suffix}"
 
 
-def error_shard_of(image_id: str, num_shards: int) -> int:
+def shard_of(image_id: str, num_shards: int) -> int:
     """Stable across processes (unlike hash()): copies of one id always meet in one file."""
     return zlib.crc32(image_id.encode("utf-8")) % num_shards
-
-
-def _key_error(error: ImageError, num_shards: int) -> tuple[int, ImageError | None]:
-    return error_shard_of(error.image_id, num_shards), error
 
 
 def _write_text(path: str, text: str) -> None:
@@ -85,23 +82,36 @@ def _write_text(path: str, text: str) -> None:
     FileSystems.rename([temp], [path])
 
 
-class WriteErrorShard(beam.DoFn):
-    """(shard, errors) -> writes errors-SSSSS-of-NNNNN.jsonl (deduplicated, sorted); emits nothing."""
+def _key_outcome(outcome: EmbeddingRecord | ImageError, num_shards: int) -> tuple[int, Any]:
+    return shard_of(outcome.image_id, num_shards), outcome
+
+
+class WriteShard(beam.DoFn):
+    """(shard, records and errors) -> embeddings-i.tfrecord + errors-i.jsonl; emits one count line."""
 
     def __init__(self, output_dir: str, num_shards: int) -> None:
         self._output_dir = output_dir
         self._num_shards = num_shards
 
-    def process(self, keyed: tuple[int, Iterable[ImageError | None]]) -> Iterator[bytes]:
-        shard, errors = keyed
-        unique: dict[str, ImageError] = {}
-        for error in errors:
-            if error is not None:
-                unique.setdefault(error.image_id, error)
-        lines = [json.dumps(unique[i].to_json_dict(), sort_keys=True) + "\n" for i in sorted(unique)]
-        path = join(self._output_dir, shard_name(ERRORS_PREFIX, shard, self._num_shards, ERRORS_SUFFIX))
-        _write_text(path, "".join(lines))
-        return iter(())
+    def process(self, keyed: tuple[int, Iterable[Any]]) -> Iterator[tuple[int, int, int]]:
+        import tensorflow as tf  # noqa: PLC0415 (workers embedding with TF have it loaded already)
+
+        shard, outcomes = keyed
+        shard_path = join(self._output_dir, shard_name(SHARD_PREFIX, shard, self._num_shards, SHARD_SUFFIX))
+        temp_path = f"{shard_path}.tmp-{uuid.uuid4().hex}"
+        seen: set[str] = set()
+        errors: dict[str, ImageError] = {}
+        with tf.io.TFRecordWriter(temp_path) as writer:
+            for outcome in outcomes:
+                if isinstance(outcome, EmbeddingRecord) and outcome.image_id not in seen:
+                    seen.add(outcome.image_id)
+                    writer.write(encode_record(outcome))
+                elif isinstance(outcome, ImageError):
+                    errors.setdefault(outcome.image_id, outcome)
+        tf.io.gfile.rename(temp_path, shard_path, overwrite=True)
+        lines = [json.dumps(errors[i].to_json_dict(), sort_keys=True) + "\n" for i in sorted(errors)]
+        _write_text(join(self._output_dir, shard_name(ERRORS_PREFIX, shard, self._num_shards, ERRORS_SUFFIX)), "".join(lines))
+        yield shard, len(seen), len(errors)
 
 
 class WriteEmbeddingsAndErrors(beam.PTransform):
@@ -116,33 +126,14 @@ class WriteEmbeddingsAndErrors(beam.PTransform):
 
     def expand(self, outcomes):
         n = self._num_shards
-        errors = (
-            outcomes
-            | "OnlyErrors" >> beam.FlatMap(only(ImageError))
-            | "KeyErrors" >> beam.Map(_key_error, n)
-        )
-        # One (shard, None) per shard so every error file exists, empty or not.
-        every_shard = outcomes.pipeline | "ErrorShards" >> beam.Create([(i, None) for i in range(n)])
-        written = (
-            (errors, every_shard)
-            | "MergeErrorShards" >> beam.Flatten()
-            | "GroupErrors" >> beam.GroupByKey()
-            | "WriteErrors" >> beam.ParDo(WriteErrorShard(self._output_dir, n))
-        )
-        serialized = (
-            outcomes
-            | "OnlyRecords" >> beam.FlatMap(only(EmbeddingRecord))
-            | "Encode" >> beam.Map(encode_record)
-        )
+        keyed = outcomes | "KeyByShard" >> beam.Map(_key_outcome, n)
+        # One (shard, None) per shard so that every file exists, empty or not.
+        every_shard = outcomes.pipeline | "EveryShard" >> beam.Create([(i, None) for i in range(n)])
         return (
-            (serialized, written)
-            | "ErrorsBeforeShards" >> beam.Flatten()
-            | "WriteShards" >> beam.io.WriteToTFRecord(
-                join(self._output_dir, SHARD_PREFIX),
-                file_name_suffix=SHARD_SUFFIX,
-                num_shards=n,
-                shard_name_template=SHARD_TEMPLATE,
-            )
+            (keyed, every_shard)
+            | "WithEveryShard" >> beam.Flatten()
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShards" >> beam.ParDo(WriteShard(self._output_dir, n))
         )
 
 
