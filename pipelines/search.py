@@ -4,7 +4,7 @@
     beamlens search image_searcher.tflite --image query.jpg --html results.html
     beamlens search text_searcher.tflite "two dogs" --json
 
-The process is dedicated to the Task Library before anything else is imported (tflite-support
+``main`` dedicates the process to the Task Library before protobuf is imported (tflite-support
 0.4.4 cannot share a process with TensorFlow), so TensorFlow is never loaded: start-up is quick.
 """
 
@@ -15,14 +15,10 @@ import json
 import sys
 
 from models import compat
-
-if compat.can_prepare_tflite_process():  # else (imported beside TensorFlow) the API uses its worker
-    compat.prepare_tflite_process()
-
-from models.errors import BeamlensError  # noqa: E402 (after the process is prepared)
-from models.html_pages import render_search_page  # noqa: E402
-from models.search_api import DEFAULT_K, IMAGE, TEXT, Searcher, check_k, check_text_query  # noqa: E402
-from models.shard_format import write_text_atomically  # noqa: E402
+from models.errors import BeamlensError
+from models.html_pages import render_search_page
+from models.search_api import DEFAULT_K, IMAGE, TEXT, Searcher, check_k, check_text_query
+from models.shard_format import write_text_atomically  # (numpy only: no protobuf imported yet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    # Dedicate this process to the Task Library (runs it in-process, no TensorFlow, fast start).
+    # Done here, not at import, so merely importing this module never changes a process; where
+    # TensorFlow is already loaded the search API uses its isolated worker instead.
+    if compat.can_prepare_tflite_process():
+        compat.prepare_tflite_process()
     args = build_parser().parse_args(argv)
     k = check_k(args.k)
     if args.image is not None and args.query is not None:
