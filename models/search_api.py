@@ -95,6 +95,17 @@ def _image_payload(image: ImageQuery) -> tuple[str, Any]:
     return ("array", np.ascontiguousarray(array[..., :3]))
 
 
+_ABANDONED: list[int] = []  # handles of searchers garbage-collected without close()
+
+
+def _call(function: Any, *args: Any) -> Any:
+    """compat.call_tflite, first freeing searchers that were dropped without close()."""
+    if _ABANDONED:
+        handles = [_ABANDONED.pop() for _ in range(len(_ABANDONED))]
+        compat.call_tflite(_close_searchers, handles)
+    return compat.call_tflite(function, *args)
+
+
 class Searcher:
     """An open TFLite searcher (Task Library); a context manager.
 
@@ -122,7 +133,7 @@ class Searcher:
         if num_threads == 0 or num_threads < -1:
             raise BeamlensError(f"num_threads must be positive (or -1 for the Task Library's choice), got {num_threads}")
         self.index_file = check_readable_file(index_file, "index file") if index_file else None
-        opened = compat.call_tflite(
+        opened = _call(
             _open_searcher, self.path, modality, self.max_results, int(num_threads), self.index_file
         )
         self._handle = opened["handle"]
@@ -142,7 +153,7 @@ class Searcher:
         else:
             payloads = [_image_payload(q) for q in queries]  # type: ignore[arg-type]
             labels = [_describe_image_query(q) for q in queries]  # type: ignore[arg-type]
-        raw = compat.call_tflite(_search, self._require_handle(), payloads, k)
+        raw = _call(_search, self._require_handle(), payloads, k)
         results = []
         for label, (neighbours, seconds) in zip(labels, raw):
             hits = tuple(
@@ -165,16 +176,17 @@ class Searcher:
         handle, self._handle = self._handle, None
         if handle is not None:
             try:
-                compat.call_tflite(_close_searcher, handle)
+                _call(_close_searchers, [handle])
             except compat.IsolatedWorkerDied:
                 pass  # the worker is gone, and the searcher with it
 
     def __del__(self) -> None:
         # A forgotten close() must not leave the searcher (and its index) in the worker forever.
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 (interpreter shutdown: the worker may already be gone)
-            pass
+        # No call to the worker from here: the garbage collector may run this while the same
+        # thread holds the worker's lock. The handle is freed with the next call instead.
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle is not None:
+            _ABANDONED.append(handle)
 
     def __enter__(self) -> "Searcher":
         return self
@@ -195,7 +207,7 @@ def embed_text(text_embedder_path: str | os.PathLike, texts: Sequence[str], l2_n
     """
     path = check_readable_file(text_embedder_path, "text embedder")
     texts = [check_text_query(t) for t in texts]
-    return compat.call_tflite(_embed_texts, path, texts, bool(l2_normalize))
+    return _call(_embed_texts, path, texts, bool(l2_normalize))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,8 +279,13 @@ def _open_searcher(path: str, modality: str, max_results: int, num_threads: int,
     return {"handle": handle, "user_info": user_info}
 
 
-def _close_searcher(handle: int) -> None:
-    _OPEN.pop(handle, None)
+def _close_searchers(handles: list[int]) -> None:
+    for handle in handles:
+        _OPEN.pop(handle, None)
+
+
+def _open_handles() -> list[int]:
+    return sorted(_OPEN)
 
 
 def _non_rgb_as_rgb_array(source: Any) -> np.ndarray | None:

@@ -81,6 +81,21 @@ def test_closed_searcher_refuses_queries_and_frees_the_worker_state() -> None:
         Searcher(REGEX_SEARCHER, num_threads=0)
 
 
+def test_a_searcher_dropped_without_close_is_freed_by_the_next_call() -> None:
+    import gc
+
+    from models import search_api
+
+    dropped = Searcher(REGEX_SEARCHER)
+    handle = dropped._handle
+    assert handle in compat.call_tflite(search_api._open_handles)
+    del dropped
+    gc.collect()
+    with Searcher(REGEX_SEARCHER) as other:
+        assert handle not in compat.call_tflite(search_api._open_handles)
+        assert other._handle in compat.call_tflite(search_api._open_handles)
+
+
 def test_image_queries_as_path_bytes_and_array_agree() -> None:
     # A standalone Task Library test index (bird, burger, car, cat, dog) next to a 1024-d embedder.
     with Searcher(IMAGE_EMBEDDER, modality=IMAGE, max_results=5, index_file=IMAGE_INDEX) as searcher:
