@@ -1,0 +1,61 @@
+"""EmbedBatches: keyed RunInference equals model.predict, vectors unit length, failures dead-lettered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from models.preprocessing import preprocess_image_bytes
+from models.shard_format import EmbeddingRecord
+from tests import embed_helpers as h
+from transforms.decode import ImageBatch, ImageMeta, only
+from transforms.inference import EmbedBatches, l2_normalize
+from transforms.read_images import ImageError
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> Path:
+    return h.build_tiny_encoder(tmp_path_factory.mktemp("m") / "enc.keras")
+
+
+def _batch(photos, size) -> ImageBatch:
+    return ImageBatch([(ImageMeta(p.name, str(p), (p.stem,), "hash-" + p.name), preprocess_image_bytes(p.read_bytes(), size)) for p in photos])
+
+
+def test_embeddings_equal_model_predict(encoder):
+    photos = h.real_photos()
+    expected = dict(zip((p.name for p in photos), h.predict_reference(encoder, photos, h.TINY_SIZE)))
+
+    def check(records):
+        assert sorted(r.image_id for r in records) == sorted(expected)
+        for r in records:
+            assert np.max(np.abs(r.embedding - expected[r.image_id])) <= 1e-5
+            assert abs(np.linalg.norm(r.embedding) - 1) < 1e-5
+            assert (r.uri.endswith(r.image_id), r.captions, r.model_fingerprint, r.content_hash) == (True, (Path(r.uri).stem,), "fp", "hash-" + r.image_id)
+
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        batches = pipeline | beam.Create([_batch(photos[:4], h.TINY_SIZE), _batch(photos[4:], h.TINY_SIZE)])
+        outcomes = batches | EmbedBatches(str(encoder), "fp", max_batch_size=4)
+        assert_that(outcomes | beam.FlatMap(only(EmbeddingRecord)), check)
+
+
+def test_inference_failure_becomes_one_error_per_image(encoder):
+    photos = h.real_photos()[:3]
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        good = _batch(photos[:1], h.TINY_SIZE)
+        two_channels = ImageBatch([(meta, pixels[..., :2]) for meta, pixels in _batch(photos[1:], h.TINY_SIZE).items])
+        outcomes = pipeline | beam.Create([good, two_channels]) | EmbedBatches(str(encoder), "fp")
+        errors = outcomes | "E" >> beam.FlatMap(only(ImageError)) | beam.Map(lambda e: (e.image_id, e.stage, e.reason.startswith("inference failed: ")))
+        records = outcomes | "R" >> beam.FlatMap(only(EmbeddingRecord)) | beam.Map(lambda r: r.image_id)
+        assert_that(errors, equal_to([(p.name, "inference", True) for p in photos[1:]]), label="errors")
+        assert_that(records, equal_to([photos[0].name]), label="records")
+
+
+def test_l2_normalize_keeps_zero_vectors():
+    np.testing.assert_allclose(l2_normalize(np.array([3.0, 4.0])), [0.6, 0.8])
+    assert not np.any(np.isnan(l2_normalize(np.zeros(4))))
