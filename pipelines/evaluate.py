@@ -177,7 +177,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             f"{', '.join(args.shards)} hold {items.vectors.shape[1]}-d vectors: not the same model pair"
         )
     _progress("exact search (numpy brute force)")
-    exact_rows, exact_distances = ev.exact_search(query_vectors, items.vectors, max_k, distance)
+    # at least 10 columns: the leaves sweep measures recall@10 whatever --ks says
+    exact_rows, exact_distances = ev.exact_search(query_vectors, items.vectors, max(max_k, 10), distance)
     exact_ids = [[items.image_ids[r] for r in row] for row in exact_rows]
 
     def recall(ids: list[list[str]], wanted_ks: list[int], count: int) -> dict[int, float]:

@@ -186,8 +186,9 @@ def test_exact_searcher_report(corpus, tmp_path: Path, capsys) -> None:
 
 def test_one_leaf_of_eight_misses_and_reports_short_lists(corpus, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    assert _run(corpus, corpus["searchers"][(8, 1)], out, "--no-sweep") == 0
+    assert _run(corpus, corpus["searchers"][(8, 1)], out, "--no-sweep", "--ks", "100,1,5") == 0
     report = json.loads((out / "report.json").read_text())
+    assert report["ks"] == [1, 5, 100] and set(report["top_k_accuracy"]["searcher"]) == {"1", "5", "100"}
     # 240 items in 8 leaves: one leaf cannot hold 100 results for every query.
     assert report["short_result_lists"]["100"] > 0
     assert any("fewer results than k" in note for note in report["notes"])
