@@ -49,7 +49,12 @@ from models.searcher.options import (
     Tree,
     options_to_dict,
 )
-from models.searcher.wire import fraction_for_leaves
+from models.searcher.wire import (
+    encode_ondevice_config,
+    fraction_for_leaves,
+    read_scann_codebooks,
+    read_scann_partitioner_centroids,
+)
 
 AH_MIN_POINTS = 256
 _SCANN_DISTANCE = {"dot_product": "DotProductDistance", "squared_l2": "SquaredL2Distance"}
@@ -280,8 +285,7 @@ def _train_scann(matrix, distance, num_leaves, tree, ah, work, threads) -> dict[
     from google.protobuf import text_format  # noqa: PLC0415
 
     pybind = compat.import_scann_pybind()
-    from scann.proto import centers_pb2, scann_pb2  # noqa: PLC0415
-    from scann.partitioning import partitioner_pb2  # noqa: PLC0415
+    from scann.proto import scann_pb2  # noqa: PLC0415
 
     builder = pybind.builder(matrix, 10, distance)
     if num_leaves > 1:
@@ -309,48 +313,26 @@ def _train_scann(matrix, distance, num_leaves, tree, ah, work, threads) -> dict[
     searcher.serialize(work)
     artifacts: dict[str, Any] = {}
     if num_leaves > 1:
-        serialized = partitioner_pb2.SerializedPartitioner()
         with open(os.path.join(work, "serialized_partitioner.pb"), "rb") as stream:
-            serialized.ParseFromString(stream.read())
-        root = serialized.kmeans.kmeans_tree.root
-        artifacts["centroids"] = np.array([list(c.dimension) for c in root.centers], np.float32)
+            artifacts["centroids"] = read_scann_partitioner_centroids(stream.read())
         artifacts["assignment"] = np.load(os.path.join(work, "datapoint_to_token.npy")).astype(np.int64).ravel()
         if len(artifacts["centroids"]) != num_leaves:
             _progress(f"scann made {len(artifacts['centroids'])} leaves (asked {num_leaves})")
     if ah is not None:
-        codebook = centers_pb2.CentersForAllSubspaces()
         with open(os.path.join(work, "ah_codebook.pb"), "rb") as stream:
-            codebook.ParseFromString(stream.read())
-        books = []
-        for subspace in codebook.subspace_centers:
-            rows = [list(c.feature_value_float) or list(c.feature_value_double) for c in subspace.center]
-            books.append(np.array(rows, np.float32))
-        artifacts["codebooks"] = books
+            artifacts["codebooks"] = read_scann_codebooks(stream.read())
         artifacts["codes"] = np.load(os.path.join(work, "hashed_dataset.npy")).astype(np.uint8)
     return artifacts
 
 
 def _serialize_index(float_db, codes, codebooks, lookup, centroids, assignment, search_fraction, distance, dim,
                      metadata, userinfo, compression) -> bytes:
-    from tensorflow_lite_support.scann_ondevice.cc.core import serialized_searcher_pb2 as sp  # noqa: PLC0415
     from tensorflow_lite_support.scann_ondevice.cc.python import index_builder  # noqa: PLC0415
 
-    measure = sp.DOT_PRODUCT if distance == DOT_PRODUCT else sp.SQUARED_L2_DISTANCE
-    config = sp.ScannOnDeviceConfig(query_distance=measure)
-    config.partitioner.query_distance = measure
-    config.partitioner.search_fraction = search_fraction
-    for centroid in np.asarray(centroids, np.float32):
-        config.partitioner.leaf.add().dimension.extend(centroid.tolist())
+    config = encode_ondevice_config(distance, centroids, search_fraction, codebooks if codes is not None else None,
+                                    lookup or "int8")
     kwargs: dict[str, Any] = {}
     if codes is not None:
-        ahp = config.indexer.asymmetric_hashing
-        ahp.query_distance = measure
-        ahp.lookup_type = {"int8": sp.AsymmetricHashingProto.INT8, "int16": sp.AsymmetricHashingProto.INT16,
-                           "float": sp.AsymmetricHashingProto.FLOAT}[lookup]
-        for book in codebooks:
-            subspace = ahp.subspace.add()
-            for row in book:
-                subspace.entry.add().dimension.extend(row.tolist())
         embedding_dim = codes.shape[1]
         kwargs["hashed_database"] = np.ascontiguousarray(codes).ravel()
     else:
@@ -358,7 +340,7 @@ def _serialize_index(float_db, codes, codebooks, lookup, centroids, assignment, 
         kwargs["float_database"] = np.ascontiguousarray(float_db, np.float32).ravel()
     try:
         return index_builder.create_serialized_index_file(
-            embedding_dim, config.SerializeToString(), userinfo, np.asarray(assignment, np.uint32), metadata,
+            embedding_dim, config, userinfo, np.asarray(assignment, np.uint32), metadata,
             compression=compression, **kwargs,
         )
     except Exception as error:  # pybind11_abseil StatusNotOk

@@ -218,3 +218,72 @@ def with_search_fraction(index_config: bytes, fraction: float) -> bytes:
     if not found:
         raise ValueError("the index has no partitioner: there is no leaves-to-search setting to change")
     return encode_fields(new_top)
+
+
+# ---- writing ScannOnDeviceConfig, reading scann's serialized artifacts (fast, no pb2 needed) ----
+DISTANCE_NUMBERS = {"squared_l2": 0, "dot_product": 1}
+LOOKUP_NUMBERS = {"float": 0, "int16": 1, "int8": 2}
+
+
+def _packed_floats(values: np.ndarray) -> bytes:
+    return np.ascontiguousarray(values, "<f4").tobytes()
+
+
+def encode_ondevice_config(distance: str, centroids: np.ndarray, search_fraction: float,
+                           codebooks: list[np.ndarray] | None = None, lookup_type: str = "int8") -> bytes:
+    """Serialized tflite.scann_ondevice.core.ScannOnDeviceConfig (what index_builder takes)."""
+    measure = DISTANCE_NUMBERS[distance]
+    leaves = [(1, 2, encode_fields([(1, 2, _packed_floats(c))])) for c in np.asarray(centroids, np.float32)]
+    fraction_bits = int(np.array([search_fraction], "<f4").view("<u4")[0])
+    partitioner = encode_fields(leaves + [(2, 5, fraction_bits), (3, 0, measure)])
+    fields: list[Field] = [(1, 0, measure)]
+    if codebooks is not None:
+        subspaces = []
+        for book in codebooks:
+            entries = [(1, 2, encode_fields([(1, 2, _packed_floats(row))])) for row in np.asarray(book, np.float32)]
+            subspaces.append((1, 2, encode_fields(entries)))
+        ah = encode_fields(subspaces + [(2, 0, measure), (3, 0, LOOKUP_NUMBERS[lookup_type])])
+        fields.append((2, 2, encode_fields([(1, 2, ah)])))
+    fields.append((3, 2, partitioner))
+    return encode_fields(fields)
+
+
+def _center_values(center: bytes) -> np.ndarray:
+    """scann SerializedKMeansTree.Center: 1 dimension (double), 2 float_dimension (float)."""
+    fields = parse_fields(center)
+    doubles = [np.frombuffer(v, "<f8") if w == 2 else np.array([v], "<u8").view("<f8") for n, w, v in fields if n == 1]
+    if doubles:
+        return np.concatenate(doubles).astype(np.float32)
+    return _floats(fields, 2)
+
+
+def read_scann_partitioner_centroids(data: bytes) -> np.ndarray:
+    """Leaf centroids of scann's serialized_partitioner.pb (kmeans.kmeans_tree.root.centers), in leaf order."""
+    kmeans = _first(parse_fields(data), 2)
+    tree = _first(parse_fields(kmeans), 1)
+    root = parse_fields(_first(parse_fields(tree), 1))
+    centers = [_center_values(v) for n, _, v in root if n == 1]
+    leaf_ids = [_first(parse_fields(v), 5, 0) for n, _, v in root if n == 3]
+    if leaf_ids and leaf_ids != list(range(len(centers))):
+        raise ValueError("unexpected kmeans tree: leaf ids are not 0..k-1 in order")
+    return np.stack(centers)
+
+
+def read_scann_codebooks(data: bytes) -> list[np.ndarray]:
+    """Per-block [codes x width] centers of scann's ah_codebook.pb (feature_value_float / _double)."""
+    books = []
+    for n, _, subspace in parse_fields(data):
+        if n != 1:
+            continue
+        rows = []
+        for m, _, center in parse_fields(subspace):
+            if m != 1:
+                continue
+            fields = parse_fields(center)
+            values = _floats(fields, 4)
+            if values.size == 0:
+                doubles = [np.frombuffer(v, "<f8") for k, w, v in fields if k == 5 and w == 2]
+                values = np.concatenate(doubles).astype(np.float32) if doubles else values
+            rows.append(values)
+        books.append(np.stack(rows))
+    return books
