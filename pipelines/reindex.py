@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 import zlib
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence
@@ -286,7 +287,7 @@ def _validate(opts: ReindexOptions, embed: EmbedOptions) -> ImageSource:
     if not opts.no_searcher and not (opts.text_embedder or opts.image_embedder):
         raise BeamlensError("give --text-embedder and/or --image-embedder (or --no-searcher)")
     for flag, path in (("--text-embedder", opts.text_embedder), ("--image-embedder", opts.image_embedder)):
-        if path and not os.path.isfile(path):
+        if path and not FileSystems.exists(path):
             raise BeamlensError(f"{flag} {path}: file not found")
     if embed.num_shards < 1 or embed.max_batch_size < 1:
         raise BeamlensError("--num-shards and --max-batch-size must be at least 1")
@@ -319,9 +320,26 @@ def _file_fingerprint(path: Optional[str]) -> Optional[str]:
     return model_fingerprint(path) if path else None
 
 
+def _copy_files(sources: list[str], folder: str) -> list[str]:
+    """Copy files (any Beam filesystem) into ``folder`` keeping their base names."""
+    FileSystems.mkdirs(folder) if not FileSystems.exists(folder) else None
+    targets = [FileSystems.join(folder, src.rstrip("/").rsplit("/", 1)[-1]) for src in sources]
+    if sources:
+        FileSystems.copy(sources, targets)
+    return targets
+
+
+def _list_files(folder: str) -> list[str]:
+    return sorted(m.path for m in FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list)
+
+
 def _searchers(opts: ReindexOptions, version_dir: str, previous: Optional[vo.Resolved], previous_report: dict,
                plan: PlanCounts, model_changed: bool, embedders: dict) -> dict:
-    """Reuse the previous searchers when nothing in the index would change; else build new ones."""
+    """Reuse the previous searchers when nothing in the index would change; else build new ones.
+
+    build-searcher works on local files; for a remote root (gs://) the new shards and the
+    embedders are copied to a local scratch folder first and the searchers uploaded afterwards.
+    """
     out = vo.join(version_dir, vo.SEARCHERS_DIR)
     if opts.no_searcher:
         return {"action": "skipped (--no-searcher)"}
@@ -331,19 +349,33 @@ def _searchers(opts: ReindexOptions, version_dir: str, previous: Optional[vo.Res
         and previous_report.get("searcher_args") == list(opts.searcher_args)
     )
     if same_inputs:
-        shutil.copytree(previous.searchers_dir, out)
+        _copy_files(_list_files(previous.searchers_dir), out)
         _progress(f"nothing in the index changed: searchers copied from {previous.searchers_dir}")
         return {"action": "reused", "from": previous.searchers_dir}
     from pipelines import build_searcher  # noqa: PLC0415
 
-    argv = ["--shards", vo.join(version_dir, vo.SHARDS_DIR), "--out", out]
-    if opts.text_embedder:
-        argv += ["--text-embedder", opts.text_embedder]
-    if opts.image_embedder:
-        argv += ["--image-embedder", opts.image_embedder]
-    argv += list(opts.searcher_args)
-    started = time.monotonic()
-    summary = build_searcher.run(build_searcher.build_parser().parse_args(argv))
+    shards_dir = vo.join(version_dir, vo.SHARDS_DIR)
+    remote = any("://" in p for p in (version_dir, opts.text_embedder or "", opts.image_embedder or ""))
+    scratch = tempfile.mkdtemp(prefix="beamlens-reindex-") if remote else None
+    try:
+        local_out = os.path.join(scratch, vo.SEARCHERS_DIR) if scratch else out
+        if scratch and "://" in shards_dir:
+            shards_dir = os.path.join(scratch, vo.SHARDS_DIR)
+            _copy_files([p for p in _list_files(vo.join(version_dir, vo.SHARDS_DIR))], shards_dir)
+        argv = ["--shards", shards_dir, "--out", local_out]
+        for flag, path in (("--text-embedder", opts.text_embedder), ("--image-embedder", opts.image_embedder)):
+            if path:
+                if "://" in path and scratch:
+                    path = _copy_files([path], os.path.join(scratch, "embedders"))[0]
+                argv += [flag, path]
+        argv += list(opts.searcher_args)
+        started = time.monotonic()
+        summary = build_searcher.run(build_searcher.build_parser().parse_args(argv))
+        if local_out != out:
+            _copy_files(sorted(os.path.join(local_out, n) for n in os.listdir(local_out)), out)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     return {"action": "built", "seconds": round(time.monotonic() - started, 3), "outputs": summary.get("outputs")}
 
 
