@@ -36,9 +36,9 @@ from apache_beam.runners.runner import PipelineResult
 
 from models.errors import BeamlensError
 from models.fingerprint import model_fingerprint
-from transforms.decode import DecodeBatch
+from transforms.decode import DecodeBatch, ImageBatch, only
 from transforms.inference import EmbedBatches
-from transforms.read_images import METRICS_NAMESPACE, BatchImageRefs, ImageSource, ListImages, iter_image_refs
+from transforms.read_images import METRICS_NAMESPACE, BatchImageRefs, ImageError, ImageSource, ListImages, iter_image_refs
 from transforms.write_shards import WriteEmbeddingsAndErrors, prepare_output, read_outputs, reconcile, write_manifest
 
 DEFAULT_NUM_SHARDS = 4
@@ -107,6 +107,8 @@ def _validate(embed: EmbedOptions) -> ImageSource:
         raise BeamlensError(f"--num-shards must be at least 1, got {embed.num_shards}")
     if embed.max_batch_size < 1 or embed.min_batch_size < 1 or embed.min_batch_size > embed.max_batch_size:
         raise BeamlensError(f"need 1 <= --min-batch-size <= --max-batch-size, got {embed.min_batch_size} and {embed.max_batch_size}")
+    if embed.image_size < 0:
+        raise BeamlensError(f"--image-size must be positive, got {embed.image_size}")
     if embed.images and not embed.captions:
         raise BeamlensError("--images needs --captions (or use --input-glob)")
     if embed.captions and not FileSystems.exists(embed.captions):
@@ -121,9 +123,6 @@ def build_pipeline(pipeline: beam.Pipeline, source: ImageSource, embed: EmbedOpt
         | "Batch" >> BatchImageRefs(embed.max_batch_size)
         | "ReadDecode" >> beam.ParDo(DecodeBatch(image_size))
     )
-    from transforms.decode import ImageBatch, only  # noqa: PLC0415
-    from transforms.read_images import ImageError  # noqa: PLC0415
-
     batches = outcomes | "OnlyBatches" >> beam.FlatMap(only(ImageBatch))
     decode_errors = outcomes | "OnlyDecodeErrors" >> beam.FlatMap(only(ImageError))
     embedded = batches | "Embed" >> EmbedBatches(embed.model, fingerprint, embed.min_batch_size, embed.max_batch_size)

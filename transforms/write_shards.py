@@ -139,12 +139,15 @@ class WriteEmbeddingsAndErrors(beam.PTransform):
 
 def prepare_output(output_dir: str) -> None:
     """Remove a previous run's manifest first (the output now reads as unfinished), then its files."""
-    FileSystems.mkdirs(output_dir) if not FileSystems.exists(output_dir) else None
+    if not FileSystems.exists(output_dir):
+        FileSystems.mkdirs(output_dir)
     manifest = join(output_dir, MANIFEST_NAME)
     if FileSystems.exists(manifest):
         FileSystems.delete([manifest])
     stale = []
-    for pattern in (f"{SHARD_PREFIX}-*-of-*{SHARD_SUFFIX}", f"{ERRORS_PREFIX}-*-of-*{ERRORS_SUFFIX}"):
+    patterns = (f"{SHARD_PREFIX}-*-of-*{SHARD_SUFFIX}", f"{ERRORS_PREFIX}-*-of-*{ERRORS_SUFFIX}",
+                f"{SHARD_PREFIX}-*{SHARD_SUFFIX}.tmp-*")  # the last: temp files of a crashed run
+    for pattern in patterns:
         stale += [m.path for m in FileSystems.match([join(output_dir, pattern)])[0].metadata_list]
     if stale:
         FileSystems.delete(stale)
