@@ -280,49 +280,99 @@ def _decide(candidates, fixed_leaves, target, budget, reasons, warnings):
     return score, lookup, leaves, recall
 
 
-def _train_scann(matrix, distance, num_leaves, tree, ah, work, threads) -> dict[str, Any]:
-    from models import compat  # noqa: PLC0415
+def _scann_config(builder: Any) -> str:
     from google.protobuf import text_format  # noqa: PLC0415
-
-    pybind = compat.import_scann_pybind()
     from scann.proto import scann_pb2  # noqa: PLC0415
 
-    builder = pybind.builder(matrix, 10, distance)
+    config = scann_pb2.ScannConfig()
+    text_format.Parse(builder.create_config(), config)
+    if config.HasField("hash"):
+        config.hash.asymmetric_hash.use_residual_quantization = False  # not supported on device
+    return text_format.MessageToString(config)
+
+
+def _train_scann(matrix, distance, num_leaves, tree, ah, work, threads) -> dict[str, Any]:
+    """Partitions from a scann tree over all N; AH codebooks from scann on a training sample.
+
+    Why two scann runs: scann 1.4.2's serialize() of a tree + AH searcher peaks at about 31 KB per
+    point (3.1 GB at N = 100k: a 1M build would not fit), while tree + brute force and AH alone
+    serialize cheaply. The AH codebook is trained by scann (anisotropic loss included) on
+    ``training_sample_size`` points; every point is then encoded here to its nearest codeword per
+    block, the codes the recall sweep measures and the device searches.
+    """
+    from models import compat  # noqa: PLC0415
+
+    pybind = compat.import_scann_pybind()
+    artifacts: dict[str, Any] = {}
     if num_leaves > 1:
         t = tree or Tree(num_leaves, 1)
         kwargs = asdict(t)
         kwargs["num_leaves"] = num_leaves
         kwargs["num_leaves_to_search"] = max(1, kwargs["num_leaves_to_search"] or 1)
         kwargs["min_partition_size"] = min(kwargs["min_partition_size"], max(1, matrix.shape[0] // num_leaves))
-        builder = builder.tree(**kwargs)
-    if ah is not None:
-        builder = builder.score_ah(
-            ah.dimensions_per_block, anisotropic_quantization_threshold=ah.anisotropic_quantization_threshold,
-            training_sample_size=ah.training_sample_size, hash_type="lut256", training_iterations=ah.training_iterations,
-        )
-    else:
-        builder = builder.score_brute_force()
-    config = scann_pb2.ScannConfig()
-    text_format.Parse(builder.create_config(), config)
-    if config.HasField("hash"):
-        config.hash.asymmetric_hash.use_residual_quantization = False  # not supported on device
-    try:
-        searcher = pybind.create_searcher(matrix, text_format.MessageToString(config), threads)
-    except RuntimeError as error:
-        raise BeamlensError(f"ScaNN training failed: {error}") from error
-    searcher.serialize(work)
-    artifacts: dict[str, Any] = {}
-    if num_leaves > 1:
-        with open(os.path.join(work, "serialized_partitioner.pb"), "rb") as stream:
+        builder = pybind.builder(matrix, 10, distance).tree(**kwargs).score_brute_force()
+        folder = os.path.join(work, "tree")
+        os.makedirs(folder)
+        try:
+            searcher = pybind.create_searcher(matrix, _scann_config(builder), threads)
+        except RuntimeError as error:
+            raise BeamlensError(f"ScaNN partitioning failed: {error}") from error
+        searcher.serialize(folder)
+        del searcher
+        with open(os.path.join(folder, "serialized_partitioner.pb"), "rb") as stream:
             artifacts["centroids"] = read_scann_partitioner_centroids(stream.read())
-        artifacts["assignment"] = np.load(os.path.join(work, "datapoint_to_token.npy")).astype(np.int64).ravel()
+        artifacts["assignment"] = np.load(os.path.join(folder, "datapoint_to_token.npy")).astype(np.int64).ravel()
+        shutil.rmtree(folder, ignore_errors=True)
         if len(artifacts["centroids"]) != num_leaves:
             _progress(f"scann made {len(artifacts['centroids'])} leaves (asked {num_leaves})")
     if ah is not None:
-        with open(os.path.join(work, "ah_codebook.pb"), "rb") as stream:
+        n = matrix.shape[0]
+        sample_size = min(n, max(AH_MIN_POINTS, int(ah.training_sample_size)))
+        rows = np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False)) if sample_size < n else np.arange(n)
+        sample = np.ascontiguousarray(matrix[rows])
+        _progress(f"training AH codebooks on {sample_size} points")
+        builder = pybind.builder(sample, 10, distance).score_ah(
+            ah.dimensions_per_block, anisotropic_quantization_threshold=ah.anisotropic_quantization_threshold,
+            training_sample_size=sample_size, hash_type="lut256", training_iterations=ah.training_iterations,
+        )
+        folder = os.path.join(work, "ah")
+        os.makedirs(folder)
+        try:
+            searcher = pybind.create_searcher(sample, _scann_config(builder), threads)
+        except RuntimeError as error:
+            raise BeamlensError(f"ScaNN asymmetric hashing training failed: {error}") from error
+        searcher.serialize(folder)
+        del searcher
+        with open(os.path.join(folder, "ah_codebook.pb"), "rb") as stream:
             artifacts["codebooks"] = read_scann_codebooks(stream.read())
-        artifacts["codes"] = np.load(os.path.join(work, "hashed_dataset.npy")).astype(np.uint8)
+        _progress(f"encoding {n} points")
+        artifacts["codes"] = encode_ah(matrix, artifacts["codebooks"])
     return artifacts
+
+
+def encode_ah(matrix: np.ndarray, codebooks: list[np.ndarray], chunk: int = 16384) -> np.ndarray:
+    """Nearest codeword (squared L2) per block for every row: the [N, blocks] uint8 codes."""
+    n = matrix.shape[0]
+    codes = np.empty((n, len(codebooks)), np.uint8)
+    widths = [b.shape[1] for b in codebooks]
+    offsets = np.concatenate([[0], np.cumsum(widths)])
+    sorted_1d = {}
+    for i, book in enumerate(codebooks):
+        if book.shape[1] == 1:
+            order = np.argsort(book[:, 0], kind="stable")
+            values = book[order, 0]
+            sorted_1d[i] = (order.astype(np.uint8), (values[1:] + values[:-1]) / 2)
+    for start in range(0, n, chunk):
+        rows = np.asarray(matrix[start : start + chunk], np.float32)
+        for i, book in enumerate(codebooks):
+            part = rows[:, offsets[i] : offsets[i + 1]]
+            if i in sorted_1d:
+                order, midpoints = sorted_1d[i]
+                codes[start : start + len(rows), i] = order[np.searchsorted(midpoints, part[:, 0])]
+            else:
+                cost = np.einsum("ij,ij->i", book, book)[None, :] - 2.0 * (part @ book.T)
+                codes[start : start + len(rows), i] = np.argmin(cost, axis=1)
+    return codes
 
 
 def _serialize_index(float_db, codes, codebooks, lookup, centroids, assignment, search_fraction, distance, dim,
