@@ -143,3 +143,30 @@ def test_image_searcher_finds_the_photo_itself_and_metadata_matches_model_maker(
     our_files = ours["subgraph_metadata"][0]["output_tensor_metadata"][0]["associated_files"]
     assert our_files == golden_file
     assert ours["min_parser_version"] == golden["min_parser_version"] == "1.4.0"
+
+
+@pytest.mark.parametrize("lookup", ["int8", "int16"])
+def test_recall_simulation_matches_the_device_ah_search(text_20k, tmp_path, lookup):
+    """The builder's recall sweep re-implements the device's AH scoring (fixed-point LUT included):
+    its top 10 for a query must be the Task Library's top 10."""
+    from models.searcher import ScaNNOptions, ScoreAH, Tree, build_index  # noqa: PLC0415
+    from models.searcher.autotune import AHModel, device_distances  # noqa: PLC0415
+    from models.searcher.sstable import Table  # noqa: PLC0415
+    from models.searcher.wire import decode_index_config  # noqa: PLC0415
+
+    vectors = text_20k["vectors"][:3000]
+    np.save(tmp_path / "v.npy", vectors)
+    (tmp_path / "m.jsonl").write_text("".join(f'{{"id":"{i}"}}\n' for i in range(len(vectors))))
+    options = ScaNNOptions("dot_product", Tree(10, 10), ScoreAH(2, 0.2, lookup_type=lookup))
+    build_index(str(tmp_path / "v.npy"), str(tmp_path / "m.jsonl"), options, str(tmp_path / "i.ldb"))
+    table = Table((tmp_path / "i.ldb").read_bytes())
+    config = decode_index_config(table.get(b"INDEX_CONFIG"), with_arrays=True)
+    blocks = config["embedding_dim"]
+    codes = np.concatenate([np.frombuffer(table.get(f"E_{p}".encode()), np.uint8).reshape(-1, blocks) for p in range(10)])
+    model = AHModel(config["asymmetric_hashing"]["codebooks"], codes, lookup)
+    queries = text_20k["queries"][:40]
+    device = compat.call_tflite(h.text_search_many, REGEX_EMBEDDER, queries, 10, str(tmp_path / "i.ldb"))
+    for query, got in zip(text_20k["query_vectors"][:40], device):
+        simulated = np.sort(device_distances(query, model, "dot_product"))[:10]
+        # Fixed-point sums tie often, so compare the ten best distances, not ids.
+        np.testing.assert_allclose([d for _, d in got], simulated, rtol=1e-4, atol=1e-6)

@@ -27,6 +27,9 @@ from models.searcher.options import DOT_PRODUCT
 K = 10
 SWEEP_CANDIDATES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 MAX_AH_SWEEP_LEAVES = 64
+#: Largest fixed-point LUT value on the device (index_table_sum.h MaxQuantizationValue): uint8 255;
+#: uint16 (1 << 16) / 32 - 1 = 2047, so 32 blocks can be summed in 16 bits. "int16" is 11 bits.
+LUT_MAX = {"int8": 255.0, "int16": 2047.0}
 SMALL_N_ONE_LEAF = 1000
 
 
@@ -119,11 +122,27 @@ def _lut(query: np.ndarray, model: AHModel, distance: str) -> np.ndarray:
             tables.append(float(part @ part) + np.einsum("ij,ij->i", book, book) - 2 * (book @ part))
     lut = np.stack(tables).astype(np.float32)  # [blocks, 256]
     if model.lookup_type in ("int8", "int16"):
-        top = 255.0 if model.lookup_type == "int8" else 65535.0
         low, high = float(lut.min()), float(lut.max())
-        scale = np.float32(top / max(high - low, np.finfo(np.float32).eps))
+        scale = np.float32(LUT_MAX[model.lookup_type] / max(high - low, np.finfo(np.float32).eps))
         lut = np.floor(scale * (lut - np.float32(low))).astype(np.int64)
     return lut
+
+
+def device_distances(query: np.ndarray, model: AHModel, distance: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """The distances the Task Library reports for AH items (dequantized like index_table_sum.h)."""
+    codes = model.codes if rows is None else model.codes[rows]
+    lut = _lut(query, model, distance)
+    sums = lut[np.arange(codes.shape[1])[None, :], codes.astype(np.int64)].sum(axis=1)
+    if model.lookup_type == "float":
+        return sums.astype(np.float32)
+    raw = np.stack([t for t in _raw_tables(query, model, distance)])
+    low, high = float(raw.min()), float(raw.max())
+    step = (high - low) / LUT_MAX[model.lookup_type]
+    return (sums * step + codes.shape[1] * (low + step / 2)).astype(np.float32)
+
+
+def _raw_tables(query: np.ndarray, model: AHModel, distance: str) -> list[np.ndarray]:
+    return list(_lut(query, AHModel(model.codebooks, model.codes, "float"), distance))
 
 
 def ah_sweep(
