@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -121,36 +119,5 @@ def predict_reference(model_path: Path, image_paths: list[Path], image_size: int
 
 
 def install_coco_shim() -> None:
-    """TEMPORARY until models/coco.py lands: the agreed parse_coco_captions signature."""
-    try:
-        import models.coco  # noqa: F401, PLC0415
-
-        return
-    except ImportError:
-        pass
-    from dataclasses import dataclass  # noqa: PLC0415
-
-    @dataclass(frozen=True)
-    class CocoImage:
-        image_id: str
-        file_name: str
-        path: str
-        captions: tuple
-        width: int
-        height: int
-
-    def parse_coco_captions(data, *, source, image_root):
-        doc = json.loads(data)
-        caps: dict = {}
-        for a in doc["annotations"]:
-            caps.setdefault(a["image_id"], []).append(a["caption"])
-        return [
-            CocoImage(str(i["id"]), i["file_name"], f"{image_root.rstrip('/')}/{i['file_name']}",
-                      tuple(caps.get(i["id"], ())), i.get("width"), i.get("height"))
-            for i in doc["images"]
-        ]
-
-    module = types.ModuleType("models.coco")
-    module.CocoImage = CocoImage
-    module.parse_coco_captions = parse_coco_captions
-    sys.modules["models.coco"] = module
+    """No-op kept for tests written before models/coco.py landed (tests/test_reindex.py calls it)."""
+    import models.coco  # noqa: F401, PLC0415

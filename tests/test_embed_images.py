@@ -17,10 +17,6 @@ from tests import embed_helpers as h
 IN_MEMORY = ["--runner", "FnApiRunner"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _coco_parser():
-    h.install_coco_shim()
-
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory) -> Path:
@@ -151,3 +147,26 @@ def test_cli_help_lists_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--captions", "--input-glob", "--num-shards", "--image-size", "--max-batch-size", "--runner"):
         assert option in text
+
+
+def test_default_corpus_matches_model_predict(tmp_path, encoder):
+    from models.corpus import CorpusOptions, corpus_paths, write_corpus
+
+    write_corpus(tmp_path / "corpus", CorpusOptions(num_images=24, image_size=64, val_fraction=0.25))
+    paths = corpus_paths(tmp_path / "corpus")
+    captions_file = paths["captions"]["val"]
+    out = tmp_path / "out"
+    _embed(["--captions", str(captions_file), "--model", str(encoder), "--output", str(out), "--num-shards", "2"])
+
+    coco = json.loads(captions_file.read_text())
+    files = {str(image["id"]): paths["images"]["val"] / image["file_name"] for image in coco["images"]}
+    records = h.read_shards(out)
+    assert sorted(records) == sorted(files) and len(files) == 6
+    ids = sorted(files)
+    expected = h.predict_reference(encoder, [files[i] for i in ids], h.TINY_SIZE)
+    got = np.stack([records[i].embedding for i in ids])
+    assert np.max(np.abs(got - expected)) <= 1e-5
+    captions_of = {}
+    for a in coco["annotations"]:
+        captions_of.setdefault(str(a["image_id"]), []).append(a["caption"])
+    assert all(sorted(records[i].captions) == sorted(captions_of[i]) for i in ids)

@@ -20,10 +20,6 @@ from transforms.read_images import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _coco_parser():
-    h.install_coco_shim()
-
 
 def test_coco_listing_numbers_images_with_captions(tmp_path):
     photos = h.real_photos()[:3]

@@ -44,7 +44,6 @@ def test_sink_writes_every_shard_and_drops_duplicates(tmp_path):
 
 
 def test_a_runner_that_loses_an_embedding_fails_loudly(tmp_path, monkeypatch):
-    h.install_coco_shim()
     encoder = h.build_tiny_encoder(tmp_path / "enc.keras")
     captions, images, _ = h.write_coco_corpus(tmp_path / "c", h.real_photos()[:3])
     original = inference.ToEmbeddingRecord.process

@@ -24,6 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from models.coco import default_image_root, parse_coco_captions
 from models.errors import BeamlensError
 
 METRICS_NAMESPACE = "beamlens.embed"
@@ -73,17 +74,6 @@ class ImageSource:
         return f"COCO captions {self.captions_file} (images under {self.image_root})"
 
 
-def _default_image_root(captions_file: str) -> str:
-    """COCO layout: annotations/captions_val2017.json -> val2017/ beside annotations/."""
-    folder = captions_file.rsplit("/", 1)[0] if "/" in captions_file else "."
-    parent = folder.rsplit("/", 1)[0] if "/" in folder else "."
-    name = captions_file.rsplit("/", 1)[-1]
-    split = name[len("captions_"):-len(".json")] if name.startswith("captions_") and name.endswith(".json") else ""
-    if not split:
-        raise BeamlensError(f"cannot guess the image folder of {captions_file}: give --images")
-    return f"{parent}/{split}"
-
-
 def read_text_file(path: str) -> bytes:
     """The whole file through Beam's filesystems (local or gs://), with a clear error if missing."""
     try:
@@ -103,9 +93,7 @@ def iter_image_refs(source: ImageSource) -> Iterator[ImageRef]:
         for path in sorted(m.path for m in matched):
             yield ImageRef(image_id=path, uri=path)
         return
-    from models.coco import parse_coco_captions  # noqa: PLC0415 (pure Python, no Beam)
-
-    image_root = source.image_root or _default_image_root(source.captions_file)
+    image_root = source.image_root or default_image_root(source.captions_file)
     data = read_text_file(source.captions_file)
     for image in parse_coco_captions(data, source=source.captions_file, image_root=image_root):
         yield ImageRef(image_id=str(image.image_id), uri=image.path, captions=tuple(image.captions))
