@@ -128,8 +128,9 @@ class CorpusSummary:
 def scene_for(seed: int, index: int) -> tuple[dict, np.random.Generator]:
     """The attributes of image ``index`` (0-based) and the generator that goes on to draw it."""
     rng = np.random.default_rng([seed, index])
-    count = int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
-    slots = sorted(rng.choice(len(POSITIONS), size=count, replace=False).tolist())
+    draw = rng.random()
+    count = 1 if draw < 0.3 else 2 if draw < 0.7 else 3  # 30% one object, 40% two, 30% three
+    slots = sorted(rng.permutation(len(POSITIONS))[:count].tolist())
     objects = [
         {
             "shape": SHAPES[int(rng.integers(len(SHAPES)))],
@@ -162,14 +163,18 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     raise ValueError(shape)
 
 
+def _jitter(rgb: tuple[int, int, int], amount: int, rng: np.random.Generator) -> tuple[int, ...]:
+    shifted = np.clip(np.asarray(rgb) + rng.integers(-amount, amount + 1, size=3), 0, 255)
+    return tuple(int(c) for c in shifted)
+
+
 def draw_scene(scene: dict, size: int, rng: np.random.Generator) -> tuple[Image.Image, list[dict]]:
     """Render a scene; returns the image and each object's centre and radius in pixels.
 
     Each object sits in its own third of the width (so objects never overlap and "left of" is
     unambiguous), with jittered centre and colour, plus light pixel noise.
     """
-    jitter = lambda rgb, amount: tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)  # noqa: E731
-    image = Image.new("RGB", (size, size), jitter(BACKGROUNDS[scene["background"]], 8))
+    image = Image.new("RGB", (size, size), _jitter(BACKGROUNDS[scene["background"]], 8, rng))
     draw = ImageDraw.Draw(image)
     column = size / len(POSITIONS)
     placements = []
@@ -179,7 +184,7 @@ def draw_scene(scene: dict, size: int, rng: np.random.Generator) -> tuple[Image.
         slack_y = max(0.0, size / 2 - radius - 0.05 * size)
         cx = (POSITIONS.index(obj["position"]) + 0.5) * column + rng.uniform(-slack_x, slack_x)
         cy = size / 2 + rng.uniform(-slack_y, slack_y)
-        fill = jitter(COLOURS[obj["colour"]], 10)
+        fill = _jitter(COLOURS[obj["colour"]], 10, rng)
         if obj["shape"] == "circle":
             draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
         elif obj["shape"] == "square":
@@ -413,7 +418,8 @@ def _summary(out: Path, manifest: dict, created: bool, seconds: float) -> Corpus
         manifest=str(paths["manifest"]),
         created=created,
         seconds=seconds,
-        first_image=dict(manifest.get("first_image", {})),
+        first_image={**manifest["first_image"], "file": str(out / manifest["first_image"]["file"])}
+        if manifest.get("first_image") else {},
     )
 
 
@@ -428,8 +434,13 @@ def _prepare_folder(out: Path, options: CorpusOptions, force: bool) -> dict | No
         if manifest.get("options") == asdict(options) and manifest.get("format") == CORPUS_FORMAT and not force:
             return manifest
         if not force:
+            there = manifest.get("options") or {}
+            differ = ", ".join(
+                f"{key} {there.get(key)!r} there, {value!r} asked"
+                for key, value in asdict(options).items() if there.get(key) != value
+            ) or f"format {manifest.get('format')!r}"
             raise BeamlensError(
-                f"{out} holds a corpus made with other options ({manifest.get('options')}); "
+                f"{out} holds a corpus made with other options ({differ}); "
                 "choose another folder or use --force to replace it"
             )
     elif out.is_dir() and any(out.iterdir()) and not force:
