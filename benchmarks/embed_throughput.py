@@ -69,8 +69,17 @@ def make_corpus(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def bare_predict(model_path: Path, paths: list[Path], image_size: int, batch_size: int) -> tuple[float, float]:
-    """(decode images/s, predict images/s) in this process."""
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (the Beam worker processes)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def bare_predict(model_path: Path, paths: list[Path], image_size: int, batch_size: int) -> tuple[float, float, float]:
+    """(decode images/s, predict images/s, predict CPU seconds per image) in this process."""
     import keras  # noqa: PLC0415
 
     from models.preprocessing import preprocess_image_bytes  # noqa: PLC0415
@@ -80,22 +89,24 @@ def bare_predict(model_path: Path, paths: list[Path], image_size: int, batch_siz
     decode_rate = len(paths) / (time.perf_counter() - started)
     model = keras.models.load_model(model_path)
     model.predict(pixels[:batch_size], batch_size=batch_size, verbose=0)  # warm-up / tracing
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     model.predict(pixels, batch_size=batch_size, verbose=0)
-    return decode_rate, len(paths) / (time.perf_counter() - started)
+    predict_rate = len(paths) / (time.perf_counter() - started)
+    return decode_rate, predict_rate, (cpu_seconds() - cpu) / len(paths)
 
 
-def pipeline_seconds(model_path: Path, folder: Path, out: Path, batch_size: int, workers: int) -> float:
+def pipeline_seconds(model_path: Path, folder: Path, out: Path, batch_size: int, workers: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds incl. worker processes) of one ``beamlens embed`` run."""
     from pipelines import embed_images  # noqa: PLC0415
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     embed_images.run(
         ["--input-glob", str(folder / "*.jpg"), "--model", str(model_path), "--output", str(out),
          "--num-shards", "4", "--max-batch-size", str(batch_size), "--runner", "DirectRunner",
          "--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)],
         save_main_session=False,
     )
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds() - cpu
 
 
 class TreeMemorySampler:
@@ -173,21 +184,27 @@ def main() -> int:
         print(f"model {model_path.name}, input {image_size}x{image_size}, batch {args.batch_size}, "
               f"workers {args.workers}, images {small_n} and {large_n}, cores {os.cpu_count()}", flush=True)
 
-        decode_rate, predict_rate = bare_predict(model_path, large, image_size, args.batch_size)
-        t_small = pipeline_seconds(model_path, work / "small", work / "out-small", args.batch_size, args.workers)
+        decode_rate, predict_rate, predict_cpu = bare_predict(model_path, large, image_size, args.batch_size)
+        (t_small, cpu_small) = pipeline_seconds(model_path, work / "small", work / "out-small", args.batch_size, args.workers)
         with TreeMemorySampler() as tree:
-            t_large = pipeline_seconds(model_path, work / "large", work / "out-large", args.batch_size, args.workers)
+            (t_large, cpu_large) = pipeline_seconds(model_path, work / "large", work / "out-large", args.batch_size, args.workers)
         end_to_end = large_n / t_large
         marginal = (large_n - small_n) / max(t_large - t_small, 1e-9)
+        pipeline_cpu = (cpu_large - cpu_small) / (large_n - small_n)
+        _, predict_rate_after, _ = bare_predict(model_path, large, image_size, args.batch_size)
         self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         print(f"bare decode (1 process):          {decode_rate:8.1f} images/s")
-        print(f"bare model.predict (1 process):   {predict_rate:8.1f} images/s")
+        print(f"bare model.predict (1 process):   {predict_rate:8.1f} images/s before the pipeline runs, {predict_rate_after:.1f} after")
+        predict_rate = (predict_rate + predict_rate_after) / 2
         print(f"bare decode+predict, serial:      {1 / (1 / decode_rate + 1 / predict_rate):8.1f} images/s")
         print(f"pipeline end to end ({large_n}):     {end_to_end:8.1f} images/s ({t_large:.1f} s incl. start-up)")
         print(f"pipeline steady ({small_n}->{large_n}):  {marginal:8.1f} images/s (start-up ~{t_large - large_n / marginal:.1f} s)")
         print(f"ratio steady pipeline / bare predict:  {marginal / predict_rate:.2f}   (target >= 0.8)")
         print(f"ratio end-to-end pipeline / bare predict: {end_to_end / predict_rate:.2f}")
+        print(f"CPU per image: bare predict {predict_cpu * 1000:.1f} ms, pipeline (marginal, incl. read+decode+write) "
+              f"{pipeline_cpu * 1000:.1f} ms; CPU efficiency ratio {predict_cpu / pipeline_cpu:.2f} "
+              "(load-independent: the machine is shared)")
         print(f"peak RSS (getrusage): this process {self_kb / 1024:.0f} MB, largest child {children_kb / 1024:.0f} MB")
         print(f"peak RSS summed over this process + Beam workers during the large run: {tree.peak_kb / 1024:.0f} MB")
     finally:

@@ -86,7 +86,12 @@ def test_direct_runner_multi_processing_two_workers(tmp_path, corpus, reference)
 
 def test_dask_runner_on_local_cluster(tmp_path, corpus, reference):
     distributed = pytest.importorskip("distributed")  # a declared dev dependency; present in CI
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    # processes=False: the two Dask workers are threads of this process, which has TensorFlow loaded
+    # already; separate processes cost ~60 s of TensorFlow start-up on this shared 2-core machine,
+    # and pickling across processes is proven by the multi_processing test. The Dask defects the
+    # pipeline guards against (merged tagged outputs, last-branch-only, re-run steps) are in the
+    # runner's graph translation, so they apply here too (the tagged-output merge was measured so).
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         result = _run(tmp_path, corpus, ["--runner", DASK_RUNNER, "--dask_client_address", cluster.scheduler_address])
     _assert_same(result, reference, corpus)
     assert result[2].extra["counters"] is None  # DaskRunner has no metrics: the read-back check is what counts
