@@ -1,0 +1,39 @@
+"""The dual encoder and the reference loss.
+
+``logits = caption·imageᵀ / T``; ``targets = softmax((caption·captionᵀ + image·imageᵀ) / (2T))``;
+loss = mean of the caption-side and image-side cross-entropies. The soft targets (rather than the
+identity) stop the loss from pushing apart two images whose captions say the same thing — common
+in a corpus with templated captions.
+
+The model is a plain functional Keras model whose single output is ``[caption | image]``
+concatenated, so that ``fit`` / ``evaluate`` with validation data, callbacks and history work
+unchanged; :func:`make_loss` splits it again.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from models.encoders import EncoderConfig, build_text_encoder, build_vision_encoder
+
+
+def make_loss(embedding_dim: int, temperature: float):
+    def dual_encoder_loss(_unused_targets, both):
+        captions = both[:, :embedding_dim]
+        images = both[:, embedding_dim:]
+        logits = ops.matmul(captions, ops.transpose(images)) / temperature
+        similarity = (ops.matmul(images, ops.transpose(images)) + ops.matmul(captions, ops.transpose(captions)))
+        targets = ops.softmax(similarity / (2.0 * temperature), axis=-1)
+        caption_loss = keras.losses.categorical_crossentropy(targets, logits, from_logits=True)
+        image_loss = keras.losses.categorical_crossentropy(ops.transpose(targets), ops.transpose(logits), from_logits=True)
+        return (caption_loss + image_loss) / 2.0
+    return dual_encoder_loss
+
+
+def build_dual_encoder(config: EncoderConfig) -> tuple[keras.Model, keras.Model, keras.Model]:
+    vision, text = build_vision_encoder(config), build_text_encoder(config)
+    pixels = keras.Input((config.image_size, config.image_size, 3), dtype="float32", name="image")
+    ids = keras.Input((config.max_tokens,), dtype="int32", name="ids")
+    both = keras.layers.Concatenate(name="caption_image")([text(ids), vision(pixels)])
+    return keras.Model({"image": pixels, "ids": ids}, both, name="dual_encoder"), vision, text

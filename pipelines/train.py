@@ -1,0 +1,105 @@
+"""``beamlens train``: train the dual encoder and export every artifact the later steps need.
+
+    beamlens train --captions corpus/annotations/captions_train.json --images corpus/train \\
+        --val-captions corpus/annotations/captions_val.json --val-images corpus/val --out build/model
+
+One run writes, into --out: vision_encoder.keras, text_encoder.keras, image_embedder.tflite,
+text_embedder.tflite, vocab.txt, encoder_config.json (last: its presence means the run finished),
+history.json, training_curves.png. Everything is written in a temporary sibling folder first and
+moved into place file by file, so a killed run never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+from models.errors import BeamlensError
+
+ARTIFACTS = ("vision_encoder.keras", "text_encoder.keras", "image_embedder.tflite", "text_embedder.tflite",
+             "vocab.txt", "history.json", "training_curves.png", "encoder_config.json")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="beamlens train", description=__doc__.split("\n")[0])
+    p.add_argument("--captions", required=True, help="COCO captions JSON of the training split")
+    p.add_argument("--images", default=None, help="image folder (default: next to the caption file)")
+    p.add_argument("--val-captions", default=None)
+    p.add_argument("--val-images", default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--embedding-dim", type=int, default=128)
+    p.add_argument("--max-tokens", type=int, default=24)
+    p.add_argument("--vocab-min-count", type=int, default=1)
+    p.add_argument("--vocab-max-size", type=int, default=20000)
+    p.add_argument("--num-projection-layers", type=int, default=1)
+    p.add_argument("--image-backbone", default="scratch_cnn",
+                   help="scratch_cnn | mobilenet_v3_small | efficientnetv2_b0 | xception | hub:HANDLE | savedmodel:PATH")
+    p.add_argument("--image-backbone-weights", default=None, help="local weights file for a Keras application")
+    p.add_argument("--text-backbone", default="scratch_text", help="scratch_text | hub:HANDLE | savedmodel:PATH")
+    p.add_argument("--text-backbone-weights", default=None)
+    p.add_argument("--trainable-backbones", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if (args.val_images and not args.val_captions):
+        raise BeamlensError("--val-images needs --val-captions")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from models.encoders import EncoderConfig  # noqa: PLC0415 (TensorFlow only when training)
+    from models.export import export_encoders  # noqa: PLC0415
+    from models.fingerprint import model_fingerprint  # noqa: PLC0415
+    from models.text_tokenizer import build_vocabulary  # noqa: PLC0415
+    from models.training import TrainOptions, load_split, plot_history, train, write_json  # noqa: PLC0415
+
+    started = time.perf_counter()
+    train_split = load_split("train", args.captions, args.images, args.image_size)
+    val_split = load_split("val", args.val_captions, args.val_images, args.image_size) if args.val_captions else None
+    vocab = build_vocabulary((c for im in train_split.images for c in im.captions),
+                             args.vocab_min_count, args.vocab_max_size)
+    config = EncoderConfig(
+        image_size=args.image_size, embedding_dim=args.embedding_dim, max_tokens=args.max_tokens,
+        vocab_size=vocab.size, num_projection_layers=args.num_projection_layers,
+        image_backbone=args.image_backbone, text_backbone=args.text_backbone,
+        image_backbone_weights=args.image_backbone_weights, text_backbone_weights=args.text_backbone_weights,
+        trainable_backbones=args.trainable_backbones)
+    print(f"train: {len(train_split.images)} images"
+          + (f", val: {len(val_split.images)} images" if val_split else "") + f", vocab {vocab.size} ids", flush=True)
+    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
+    vision, text, history = train(config, train_split, val_split, vocab, options)
+    train_seconds = time.perf_counter() - started
+
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".tmp-train-", dir=os.path.dirname(out))
+    try:
+        vocab_path = os.path.join(work, "vocab.txt")
+        vocab.save(vocab_path)
+        paths = export_encoders(vision, text, config, vocab_path, work)
+        write_json(os.path.join(work, "history.json"), history)
+        plot_history(history, os.path.join(work, "training_curves.png"))
+        doc = {**config.__dict__,
+               "fingerprints": {name: model_fingerprint(path) for name, path in paths.items()},
+               "training": {"captions": os.path.abspath(args.captions), "images": len(train_split.images),
+                            "val_images": len(val_split.images) if val_split else 0,
+                            "skipped_images": len(train_split.skipped) + (len(val_split.skipped) if val_split else 0),
+                            "epochs_run": len(history.get("loss", [])), "seconds": round(train_seconds, 1)}}
+        write_json(os.path.join(work, "encoder_config.json"), doc)
+        os.makedirs(out, exist_ok=True)
+        stale = os.path.join(out, "encoder_config.json")
+        if os.path.exists(stale):
+            os.remove(stale)  # the marker goes first and comes back last
+        for name in ARTIFACTS:
+            os.replace(os.path.join(work, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"wrote {out} ({', '.join(ARTIFACTS)}) in {time.perf_counter() - started:.0f}s")
+    return 0
