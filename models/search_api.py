@@ -265,6 +265,16 @@ def _create_task(entry: _OpenSearcher) -> Any:
         raise _explain_open_error(entry.path, entry.modality, error) from None
 
 
+def _explain_run_error(error: Exception) -> str:
+    message = str(error)
+    if "Invoke() failed" in message:
+        return (
+            f"{message} — the model itself failed to run in the TFLite interpreter (the TFLite log "
+            "above names the failing op); the file opened fine, so the model export is at fault, not the query"
+        )
+    return message
+
+
 def _open_searcher(path: str, modality: str, max_results: int, num_threads: int, index_file: str | None) -> dict:
     entry = _OpenSearcher(path, modality, num_threads, index_file, max_results, None)
     entry.task = _create_task(entry)
@@ -353,7 +363,7 @@ def _search(handle: int, payloads: list[tuple[str, Any]], k: int) -> list[tuple[
         try:
             result = entry.task.search(query)
         except (ValueError, RuntimeError) as error:
-            raise BeamlensError(f"search failed in {entry.path}: {error}") from None
+            raise BeamlensError(f"search failed in {entry.path}: {_explain_run_error(error)}") from None
         seconds = time.perf_counter() - started
         neighbours = [(bytes(n.metadata), float(n.distance)) for n in result.nearest_neighbors[:k]]
         replies.append((neighbours, seconds))
@@ -371,7 +381,13 @@ def _embed_texts(path: str, texts: list[str], l2_normalize: bool) -> np.ndarray:
         embedder = text.TextEmbedder.create_from_options(options)
     except (ValueError, RuntimeError, TypeError) as error:
         raise BeamlensError(f"{path} cannot be opened as a text embedder (Task Library: {error})") from None
-    vectors = [np.asarray(embedder.embed(t).embeddings[0].feature_vector.value, dtype=np.float32) for t in texts]
+    vectors = []
+    for text_query in texts:
+        try:
+            result = embedder.embed(text_query)
+        except (ValueError, RuntimeError) as error:
+            raise BeamlensError(f"the text embedder {path} failed on {text_query!r}: {_explain_run_error(error)}") from None
+        vectors.append(np.asarray(result.embeddings[0].feature_vector.value, dtype=np.float32))
     if not vectors:
         return np.zeros((0, 0), np.float32)
     return np.stack(vectors)
