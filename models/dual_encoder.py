@@ -18,13 +18,23 @@ from keras import ops
 from models.encoders import EncoderConfig, build_text_encoder, build_vision_encoder
 
 
-def make_loss(embedding_dim: int, temperature: float):
+def make_loss(embedding_dim: int, temperature: float, identity_weight: float = 0.0):
+    """The reference loss; ``identity_weight`` > 0 mixes the identity into the soft targets.
+
+    With from-scratch backbones the pure reference targets have a collapsed fixed point (all
+    embeddings equal -> uniform targets = uniform logits, loss ln B): measured on the default
+    corpus, training stayed at ln B. Mixing in the identity (CLIP's hard targets) removes it;
+    ``identity_weight=0`` is exactly the reference.
+    """
     def dual_encoder_loss(_unused_targets, both):
         captions = both[:, :embedding_dim]
         images = both[:, embedding_dim:]
         logits = ops.matmul(captions, ops.transpose(images)) / temperature
         similarity = (ops.matmul(images, ops.transpose(images)) + ops.matmul(captions, ops.transpose(captions)))
         targets = ops.softmax(similarity / (2.0 * temperature), axis=-1)
+        if identity_weight:
+            eye = ops.eye(ops.shape(targets)[0], dtype=targets.dtype)
+            targets = (1.0 - identity_weight) * targets + identity_weight * eye
         caption_loss = keras.losses.categorical_crossentropy(targets, logits, from_logits=True)
         image_loss = keras.losses.categorical_crossentropy(ops.transpose(targets), ops.transpose(logits), from_logits=True)
         return (caption_loss + image_loss) / 2.0

@@ -19,7 +19,12 @@ from models.encoders import EncoderConfig
 def to_tflite(model: keras.Model, spec: tf.TensorSpec, path: str) -> None:
     function = tf.function(lambda x: model(x, training=False))
     concrete = function.get_concrete_function(spec)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    # Freeze: left as resource variables, the weights become VAR_HANDLE ops that the Task Library
+    # leaves uninitialised (the embedder returned NaN).
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
+
+    frozen = convert_variables_to_constants_v2(concrete)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     with open(path, "wb") as stream:
         stream.write(converter.convert())

@@ -117,7 +117,7 @@ def train(config: EncoderConfig, train_split: Split, val_split: Split | None, vo
     keras.utils.set_random_seed(options.seed)
     model, vision, text = build_dual_encoder(config)
     model.compile(optimizer=keras.optimizers.AdamW(options.learning_rate, weight_decay=options.weight_decay),
-                  loss=make_loss(config.embedding_dim, config.temperature))
+                  loss=make_loss(config.embedding_dim, config.temperature, config.target_identity_weight))
     monitor = "val_loss" if val_split else "loss"
     callbacks = [
         keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.3, patience=max(1, options.patience // 2)),

@@ -30,7 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--val-captions", default=None)
     p.add_argument("--val-images", default=None)
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=2e-3)
     p.add_argument("--image-size", type=int, default=64)
@@ -45,6 +45,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--text-backbone", default="scratch_text", help="scratch_text | hub:HANDLE | savedmodel:PATH")
     p.add_argument("--text-backbone-weights", default=None)
     p.add_argument("--trainable-backbones", action="store_true")
+    p.add_argument("--target-identity-weight", type=float, default=0.5,
+                   help="mix of hard (identity) targets into the reference soft targets; 0 = pure reference")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)
 
@@ -70,7 +72,7 @@ def main(argv: list[str]) -> int:
         vocab_size=vocab.size, num_projection_layers=args.num_projection_layers,
         image_backbone=args.image_backbone, text_backbone=args.text_backbone,
         image_backbone_weights=args.image_backbone_weights, text_backbone_weights=args.text_backbone_weights,
-        trainable_backbones=args.trainable_backbones)
+        trainable_backbones=args.trainable_backbones, target_identity_weight=args.target_identity_weight)
     print(f"train: {len(train_split.images)} images"
           + (f", val: {len(val_split.images)} images" if val_split else "") + f", vocab {vocab.size} ids", flush=True)
     options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)

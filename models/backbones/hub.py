@@ -24,7 +24,7 @@ class SavedModelLayer(keras.layers.Layer):
 
     def __init__(self, path: str, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.path = path
+        self.savedmodel_path = path
         self._loaded = tf.saved_model.load(path)
         self._variables = list(getattr(self._loaded, "variables", []))
 
@@ -38,7 +38,7 @@ class SavedModelLayer(keras.layers.Layer):
         return outputs
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "path": self.path}
+        return {**super().get_config(), "path": self.savedmodel_path}
 
 
 def _resolve(config: BackboneConfig) -> str:
