@@ -66,7 +66,9 @@ def _progress(message: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="beamlens build-searcher", description=__doc__.split("\n\n")[0])
-    p.add_argument("--shards", required=True, help="folder written by `beamlens embed` (manifest.json + shards)")
+    p.add_argument("--shards", required=True, action="append", metavar="DIR",
+                   help="folder written by `beamlens embed` (manifest.json + shards); repeat it to merge several "
+                        "embedding runs (for example the train and val splits) into one index")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--text-embedder", help="text embedder .tflite: writes text_searcher.tflite")
     p.add_argument("--image-embedder", help="image embedder .tflite: writes image_searcher.tflite")
@@ -172,13 +174,27 @@ def _records(path: str):
         raise BeamlensError(f"{path} is not a readable TFRecord shard: {error.message}") from error
 
 
-def read_shards(shards_dir: str, work_dir: str, distance: str, normalize: bool, allow_missing_manifest: bool) -> ShardReadResult:
-    """Stream every record into work_dir/vectors.npy + work_dir/metadata.jsonl, validating as it goes."""
+def read_shards(shards_dirs: str | Sequence[str], work_dir: str, distance: str, normalize: bool,
+                allow_missing_manifest: bool) -> ShardReadResult:
+    """Stream every record of one or more embedding runs into work_dir/vectors.npy +
+    work_dir/metadata.jsonl, validating as it goes (ids are de-duplicated across runs too)."""
     from models import shard_format as sf  # noqa: PLC0415
 
-    shards, manifest, warnings = find_shards(shards_dir, allow_missing_manifest)
+    dirs = [shards_dirs] if isinstance(shards_dirs, str) else list(shards_dirs)
+    shards_dir = ", ".join(dirs)
+    found = [find_shards(folder, allow_missing_manifest) for folder in dirs]
+    shards = [shard for folder_shards, _, _ in found for shard in folder_shards]
+    manifests = [folder_manifest for _, folder_manifest, _ in found]
+    warnings = [warning for _, _, folder_warnings in found for warning in folder_warnings]
+    manifest_fingerprints = {m.model_fingerprint for m in manifests if m is not None and m.model_fingerprint}
+    if len(manifest_fingerprints) > 1:
+        raise BeamlensError(
+            f"the embedding runs in {shards_dir} were made by {len(manifest_fingerprints)} different models: "
+            f"{sorted(manifest_fingerprints)}"
+        )
+    manifest = manifests[0] if all(m is not None for m in manifests) else None
     if manifest is not None:
-        capacity = int(manifest.count)
+        capacity = sum(int(m.count) for m in manifests)
     else:
         _progress("counting records (no manifest)")
         capacity = sum(1 for s in shards for _ in _records(s))
@@ -258,8 +274,11 @@ def read_shards(shards_dir: str, work_dir: str, distance: str, normalize: bool, 
         del final, matrix
         os.remove(raw_path)
     fingerprint = (manifest.model_fingerprint if manifest is not None else "") or next(iter(fingerprints), "")
-    if manifest is not None and manifest.dimension and manifest.dimension != dimension:
-        raise BeamlensError(f"the manifest says {manifest.dimension}-d but the shards hold {dimension}-d vectors")
+    for folder, folder_manifest in zip(dirs, manifests):
+        if folder_manifest is not None and folder_manifest.dimension and folder_manifest.dimension != dimension:
+            raise BeamlensError(
+                f"the manifest in {folder} says {folder_manifest.dimension}-d but the shards hold {dimension}-d vectors"
+            )
     return ShardReadResult(vectors_path, metadata_path, rows, dimension, read, duplicates, normalized,
                            [os.path.basename(s) for s in shards], fingerprint, manifest is not None, warnings)
 

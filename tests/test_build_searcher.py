@@ -137,3 +137,33 @@ def test_cli_reports_user_errors_with_exit_2(tmp_path, capsys):
                      "--format", "scann_index_file"])
     assert code == 2
     assert "beamlens build-searcher: error: no embedding shards" in capsys.readouterr().err
+
+
+def test_several_embedding_runs_merge_into_one_index(tmp_path):
+    """The demo indexes the train and val runs together: ids from both, one index, counts add up."""
+    vectors = _unit(500, seed=3)
+    h.write_shards(tmp_path / "train", h.records_for(vectors[:300], ids=[f"t{i}" for i in range(300)]))
+    h.write_shards(tmp_path / "val", h.records_for(vectors[300:], ids=[f"v{i}" for i in range(200)]))
+    out = tmp_path / "out"
+    code = cli.main(["build-searcher", "--shards", str(tmp_path / "train"), "--shards", str(tmp_path / "val"),
+                     "--out", str(out), "--format", "scann_index_file", "--score", "brute_force"])
+    assert code == 0
+    info = read_searcher(str(out / "index.ldb"), first_items=500)
+    assert info.num_items == 500
+    ids = {json.loads(m)["id"] for m in info.first_items}
+    assert ids == {f"t{i}" for i in range(300)} | {f"v{i}" for i in range(200)}
+    report = json.loads((out / "searcher_report.json").read_text())
+    assert report["records_read"] == 500 and report["shards"] == [str(tmp_path / "train"), str(tmp_path / "val")]
+
+
+def test_runs_of_different_models_are_refused(tmp_path):
+    vectors = _unit(40, seed=4)
+    h.write_shards(tmp_path / "a", h.records_for(vectors[:20], ids=[f"a{i}" for i in range(20)], fingerprint="sha256:one"),
+                   fingerprint="sha256:one")
+    h.write_shards(tmp_path / "b", h.records_for(vectors[20:], ids=[f"b{i}" for i in range(20)], fingerprint="sha256:two"),
+                   fingerprint="sha256:two")
+    out = tmp_path / "out"
+    with pytest.raises(BeamlensError, match="2 different models"):
+        build_searcher.run(build_searcher.build_parser().parse_args(
+            ["--shards", str(tmp_path / "a"), "--shards", str(tmp_path / "b"), "--out", str(out)]))
+    assert not os.path.exists(out) or os.listdir(out) == []
