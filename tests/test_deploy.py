@@ -112,14 +112,15 @@ def test_dataflow_options_build_both_graphs(gpu):
 
 
 def test_dataflow_setup_file_packaging_points_at_the_repository_setup_py():
-    # Options only: constructing a Dataflow pipeline without an SDK image makes Beam look up a
-    # default staging bucket on GCS even in dry-run mode (measured), which needs the network.
-    flags = runner_options.dataflow_options("p", "us-central1", "b", setup_file=str(PROJECT_ROOT / "setup.py"))
-    options = PipelineOptions(CORPUS + flags)
+    # Bucket names must be valid (>= 3 characters): Beam's validator otherwise tries to create a
+    # default bucket on GCS (measured), which is also how a typo would show up on a real launch.
+    flags = runner_options.dataflow_options("my-project", "us-central1", "my-bucket", setup_file=str(PROJECT_ROOT / "setup.py"))
+    options, labels = _reindex_graph(CORPUS + flags)
     assert options.view_as(SetupOptions).setup_file == str(PROJECT_ROOT / "setup.py")
     assert (PROJECT_ROOT / "setup.py").is_file()
     assert options.view_as(WorkerOptions).sdk_container_image is None
-    assert options.view_as(GoogleCloudOptions).staging_location == "gs://b/staging"
+    assert options.view_as(GoogleCloudOptions).staging_location == "gs://my-bucket/staging"
+    _assert_reindex_graph(labels)
 
 
 @pytest.mark.parametrize("environment", ["DOCKER", "EXTERNAL"])
@@ -141,11 +142,13 @@ def test_flink_runner_options_build_the_graph(environment):
 
 
 def test_portable_and_dask_options_build_the_graph():
+    import apache_beam.runners.dask.dask_runner  # noqa: F401, PLC0415 (registers --dask_client_address)
+
     options, labels = _reindex_graph(CORPUS + runner_options.portable_options("jobserver:8099"))
     assert options.view_as(PortableOptions).job_endpoint == "jobserver:8099"
     _assert_reindex_graph(labels)
     options, labels = _reindex_graph(CORPUS + runner_options.dask_options("tcp://dask:8786"))
-    assert options.get_all_options()["dask_client_address"] == "tcp://dask:8786"
+    assert options.get_all_options()["address"] == "tcp://dask:8786"  # DaskOptions' dest name
     _assert_reindex_graph(labels)
 
 
@@ -317,7 +320,7 @@ def test_airflow_dag_compiles_and_its_reindex_command_parses(monkeypatch):
     compile(path.read_text(), str(path), "exec")
     tree = ast.parse(path.read_text())
     assert any(isinstance(n, ast.ImportFrom) and n.module == "airflow.operators.bash" for n in ast.walk(tree))
-    dags = _fake_airflow(monkeypatch, {"beamlens_bucket": "bk", "beamlens_project": "pj", "beamlens_use_gpu": "true"})
+    dags = _fake_airflow(monkeypatch, {"beamlens_bucket": "my-bucket", "beamlens_project": "my-project", "beamlens_use_gpu": "true"})
     _load(path, "beamlens_dag_bash")
     config = dags["beamlens_reindex"]
     assert config["max_active_runs"] == 1 and config["schedule"] == "15 2 * * *" and config["catchup"] is False
@@ -326,11 +329,11 @@ def test_airflow_dag_compiles_and_its_reindex_command_parses(monkeypatch):
     command = shlex.split(reindex_task.kwargs["bash_command"].replace("{{ ds_nodash }}", "20261123"))
     assert command[:2] == ["beamlens", "reindex"]
     options, labels = _reindex_graph(command[2:])
-    assert options.view_as(GoogleCloudOptions).project == "pj"
+    assert options.view_as(GoogleCloudOptions).project == "my-project"
     assert options.view_as(GoogleCloudOptions).job_name == "beamlens-reindex-20261123"
     assert options.view_as(GoogleCloudOptions).dataflow_service_options[0].startswith("worker_accelerator=")
     _assert_reindex_graph(labels)
-    assert publish_task.kwargs["bash_command"].endswith("gs://bk/beamlens/index gs://bk/beamlens/searchers")
+    assert publish_task.kwargs["bash_command"].endswith("gs://my-bucket/beamlens/index gs://my-bucket/beamlens/searchers")
 
 
 def test_airflow_dag_flex_template_variant(monkeypatch):
