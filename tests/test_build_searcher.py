@@ -165,5 +165,6 @@ def test_runs_of_different_models_are_refused(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(BeamlensError, match="2 different models"):
         build_searcher.run(build_searcher.build_parser().parse_args(
-            ["--shards", str(tmp_path / "a"), "--shards", str(tmp_path / "b"), "--out", str(out)]))
+            ["--shards", str(tmp_path / "a"), "--shards", str(tmp_path / "b"), "--out", str(out),
+             "--format", "scann_index_file"]))
     assert not os.path.exists(out) or os.listdir(out) == []
