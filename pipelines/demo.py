@@ -1,0 +1,161 @@
+"""`beamlens demo`: the whole chain on the embedded default corpus, as a user would run it.
+
+Each step is the real subcommand run in its own process, so what the demo shows is exactly what
+a user gets from the CLI (and TensorFlow and the Task Library never share a process). A step whose
+completion marker exists is reused, so a second run only redoes what is missing; ``--fresh``
+starts over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from models.errors import BeamlensError
+
+EXAMPLE_QUERIES = (
+    "a red circle on a white background",
+    "a small blue square to the left of a yellow triangle",
+    "two shapes on a black background",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One CLI invocation; ``marker`` is the file that exists once the step has finished."""
+
+    title: str
+    argv: list[str]
+    marker: Path | None
+
+
+def _beamlens(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", *args]
+
+
+def plan_steps(workdir: Path, num_images: int, epochs: int | None) -> list[Step]:
+    corpus, model, searchers, report = (workdir / name for name in ("corpus", "model", "searchers", "report"))
+    shards = {split: workdir / "shards" / split for split in ("train", "val")}
+    captions = {split: corpus / "annotations" / f"captions_{split}.json" for split in ("train", "val")}
+    train_args = [
+        "train",
+        "--captions", str(captions["train"]), "--images", str(corpus / "train"),
+        "--val-captions", str(captions["val"]), "--val-images", str(corpus / "val"),
+        "--out", str(model),
+    ]
+    if epochs is not None:
+        train_args += ["--epochs", str(epochs)]
+    steps = [
+        Step("make the default corpus", _beamlens("make-corpus", "--out", str(corpus), "--num-images", str(num_images)),
+             corpus / "corpus.json"),
+        Step("train the dual encoder", _beamlens(*train_args), model / "encoder_config.json"),
+    ]
+    for split in ("train", "val"):
+        steps.append(Step(
+            f"embed the {split} images with Beam (RunInference)",
+            _beamlens("embed", "--captions", str(captions[split]), "--images", str(corpus / split),
+                      "--model", str(model / "vision_encoder.keras"), "--output", str(shards[split]),
+                      "--runner", "DirectRunner", "--direct_running_mode", "multi_processing",
+                      "--direct_num_workers", "2"),
+            shards[split] / "manifest.json",
+        ))
+    shard_args = [arg for split in ("train", "val") for arg in ("--shards", str(shards[split]))]
+    steps += [
+        Step("build the text and image searchers (ScaNN on-device index)",
+             _beamlens("build-searcher", *shard_args, "--out", str(searchers),
+                       "--text-embedder", str(model / "text_embedder.tflite"),
+                       "--image-embedder", str(model / "image_embedder.tflite")),
+             searchers / "searcher_report.json"),
+        Step("evaluate the text searcher on held-out captions",
+             _beamlens("evaluate", "--searcher", str(searchers / "text_searcher.tflite"),
+                       "--text-embedder", str(model / "text_embedder.tflite"),
+                       "--captions", str(captions["val"]), *shard_args, "--out", str(report),
+                       "--images", str(corpus / "val"), "--images", str(corpus / "train")),
+             report / "report.json"),
+    ]
+    for number, query in enumerate(EXAMPLE_QUERIES, start=1):
+        steps.append(Step(f"example query {number}: {query!r}",
+                          _beamlens("search", str(searchers / "text_searcher.tflite"), query, "-k", "5",
+                                    "--html", str(report / f"query-{number}.html")),
+                          None))
+    first_val_image = corpus / "val"
+    steps.append(Step("image-to-image query with the first held-out image",
+                      _beamlens("search", str(searchers / "image_searcher.tflite"), "--image",
+                                f"{{first:{first_val_image}}}", "-k", "5"),
+                      None))
+    return steps
+
+
+def _resolve_placeholders(argv: list[str]) -> list[str]:
+    """``{first:DIR}`` becomes the first JPEG in DIR (known only after the corpus exists)."""
+    resolved = []
+    for arg in argv:
+        if arg.startswith("{first:") and arg.endswith("}"):
+            folder = Path(arg[len("{first:"):-1])
+            images = sorted(folder.glob("*.jpg"))
+            if not images:
+                raise BeamlensError(f"no images in {folder}")
+            arg = str(images[0])
+        resolved.append(arg)
+    return resolved
+
+
+def run_steps(steps: Sequence[Step]) -> None:
+    started = time.perf_counter()
+    for number, step in enumerate(steps, start=1):
+        header = f"[{number}/{len(steps)}] {step.title}"
+        if step.marker is not None and step.marker.exists():
+            print(f"{header}: done before, reusing {step.marker.parent}", flush=True)
+            continue
+        print(f"\n{header}\n  $ beamlens {' '.join(step.argv[3:])}", flush=True)
+        step_started = time.perf_counter()
+        done = subprocess.run(_resolve_placeholders(step.argv))
+        if done.returncode != 0:
+            raise BeamlensError(f"step {number} ({step.title}) failed with exit code {done.returncode}")
+        print(f"  ({time.perf_counter() - step_started:.1f} s)", flush=True)
+    print(f"\ndemo finished in {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def print_summary(figures: dict) -> None:
+    """The few numbers a user decides on: quality through the real searcher, exact, and speed."""
+    accuracy = figures.get("top_k_accuracy", {})
+    print(f"\nheld-out text->image top-k accuracy over {figures.get('num_items')} images "
+          f"({figures.get('num_queries')} caption queries; chance@10 = "
+          f"{min(1.0, 10 / max(1, figures.get('num_items') or 1)):.3f}):")
+    for source in ("searcher", "exact"):
+        row = accuracy.get(source, {})
+        print(f"  {source:<9}" + "  ".join(f"@{k}: {float(v):.3f}" for k, v in row.items()))
+    recall = figures.get("ann_recall", {})
+    latency = figures.get("latency_ms_by_k", {}).get("10", figures.get("latency_ms", {}))
+    sizes = figures.get("size_bytes", {})
+    print(f"  ANN recall@10 vs exact: {float(recall.get('10', float('nan'))):.3f}; "
+          f"TextSearcher p50 {float(latency.get('p50', float('nan'))):.2f} ms, "
+          f"p99 {float(latency.get('p99', float('nan'))):.2f} ms at k=10; "
+          f"searcher file {sizes.get('searcher', 0) / 1e6:.2f} MB")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="beamlens demo", description=__doc__)
+    parser.add_argument("--workdir", default="build/demo", help="where everything is written (default %(default)s)")
+    parser.add_argument("--num-images", type=int, default=2000, help="size of the default corpus (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the trainer's)")
+    parser.add_argument("--fresh", action="store_true", help="delete the workdir first and redo every step")
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir).resolve()
+    if args.fresh and workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    run_steps(plan_steps(workdir, args.num_images, args.epochs))
+    report = workdir / "report" / "report.html"
+    summary = workdir / "report" / "report.json"
+    if summary.exists():
+        print_summary(json.loads(summary.read_text()))
+    print(f"\nHTML report: {report}")
+    return 0

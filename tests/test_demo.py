@@ -1,0 +1,47 @@
+"""`beamlens demo`: the chain it plans, its reuse of finished steps, and its summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.errors import BeamlensError
+from pipelines import demo
+
+
+def test_plan_runs_every_subcommand_in_order(tmp_path: Path) -> None:
+    steps = demo.plan_steps(tmp_path, num_images=100, epochs=2)
+    commands = [step.argv[3] for step in steps]
+    assert commands == ["make-corpus", "train", "embed", "embed", "build-searcher", "evaluate",
+                        "search", "search", "search", "search"]
+    build = steps[4].argv
+    assert build.count("--shards") == 2  # train and val runs indexed together
+    assert steps[1].argv[-2:] == ["--epochs", "2"]
+    assert steps[1].marker == tmp_path / "model" / "encoder_config.json"
+
+
+def test_finished_steps_are_reused_and_failures_are_named(tmp_path: Path, capsys) -> None:
+    marker = tmp_path / "done.json"
+    marker.write_text("{}")
+    steps = [
+        demo.Step("already done", [sys.executable, "-c", "raise SystemExit(3)"], marker),
+        demo.Step("fails", [sys.executable, "-c", "raise SystemExit(4)"], None),
+    ]
+    with pytest.raises(BeamlensError, match=r"step 2 \(fails\) failed with exit code 4"):
+        demo.run_steps(steps)
+    assert "already done: done before, reusing" in capsys.readouterr().out
+
+
+def test_summary_prints_searcher_and_exact_accuracy(capsys) -> None:
+    demo.print_summary({
+        "num_items": 200, "num_queries": 50,
+        "top_k_accuracy": {"searcher": {"1": 0.5, "10": 0.9}, "exact": {"1": 0.52, "10": 0.92}},
+        "ann_recall": {"10": 0.99}, "latency_ms_by_k": {"10": {"p50": 0.3, "p99": 0.9}},
+        "size_bytes": {"searcher": 2_000_000},
+    })
+    printed = capsys.readouterr().out
+    assert "chance@10 = 0.050" in printed
+    assert "searcher @1: 0.500  @10: 0.900" in printed and "exact    @1: 0.520  @10: 0.920" in printed
+    assert "ANN recall@10 vs exact: 0.990" in printed and "searcher file 2.00 MB" in printed
