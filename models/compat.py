@@ -19,6 +19,9 @@ Versions this module is written for (see ../shared/docs/PLATFORM.md):
    pure-Python protobuf is chosen and ``GetPrototype`` is restored.
    Callers never deal with this: :func:`call_tflite` runs a function in the current process when
    it has been prepared for tflite-support, and otherwise in a long-lived child process that was.
+3. tflite-support 0.4.4's ``TensorImage.create_from_array`` does not own the numpy buffer: when
+   the array is freed before ``search`` the process crashes (SIGSEGV).
+   :func:`tensor_image_from_array` keeps the pixels alive as long as the image.
 """
 
 from __future__ import annotations
@@ -109,6 +112,17 @@ def prepare_tflite_process() -> None:
 
         message_factory.MessageFactory.GetPrototype = _get_prototype  # type: ignore[attr-defined]
     setattr(sys, _TFLITE_PROCESS_FLAG, True)
+
+
+def tensor_image_from_array(pixels: Any) -> Any:
+    """A Task Library TensorImage over uint8 pixels that holds on to them (tflite-support 0.4.4)."""
+    import numpy as np  # noqa: PLC0415
+    from tflite_support.task import vision  # noqa: PLC0415
+
+    owned = np.ascontiguousarray(pixels, dtype=np.uint8)
+    image = vision.TensorImage.create_from_array(owned)
+    image._beamlens_pixels = owned  # noqa: SLF001 (the reference is the whole point)
+    return image
 
 
 class IsolatedCallError(RuntimeError):

@@ -316,20 +316,6 @@ def _non_rgb_as_rgb_array(source: Any) -> np.ndarray | None:
         return None  # let the Task Library's own decoder report it
 
 
-def _from_array(pixels: np.ndarray) -> Any:
-    """TensorImage over a uint8 array, keeping the array alive as long as the image.
-
-    tflite-support 0.4.4's ImageData does not own the numpy buffer: when the array was freed
-    before ``search`` the process crashed (SIGSEGV), so the image holds a reference to it.
-    """
-    from tflite_support.task import vision  # noqa: PLC0415
-
-    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
-    image = vision.TensorImage.create_from_array(pixels)
-    image._beamlens_pixels = pixels  # noqa: SLF001
-    return image
-
-
 def _tensor_image(payload: tuple[str, Any]) -> Any:
     from tflite_support.task import vision  # noqa: PLC0415
 
@@ -338,12 +324,12 @@ def _tensor_image(payload: tuple[str, Any]) -> Any:
         if kind in ("path", "bytes"):
             rgb = _non_rgb_as_rgb_array(value if kind == "path" else io.BytesIO(value))
             if rgb is not None:
-                return _from_array(rgb)
+                return compat.tensor_image_from_array(rgb)
         if kind == "path":
             return vision.TensorImage.create_from_file(value)
         if kind == "bytes":
             return vision.TensorImage.create_from_buffer(value)
-        return _from_array(value)
+        return compat.tensor_image_from_array(value)
     except (RuntimeError, ValueError) as error:
         where = value if kind == "path" else "the query image data"
         raise BeamlensError(f"cannot read {where} as an image: {error}") from None
