@@ -78,6 +78,21 @@ def cpu_seconds() -> float:
     return total
 
 
+def make_default_corpus(folder: Path, count: int) -> list[Path]:
+    """The offline default corpus (synthetic scenes, 128x128), train split only; images moved into ``folder``."""
+    from models.corpus import CorpusOptions, corpus_paths, write_corpus  # noqa: PLC0415
+
+    write_corpus(folder.parent / f"{folder.name}-corpus", CorpusOptions(num_images=count, image_size=128, val_fraction=0.01))
+    source = corpus_paths(folder.parent / f"{folder.name}-corpus")["images"]["train"]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image in sorted(source.iterdir()):
+        target = folder / (image.stem + ".jpg" if image.suffix.lower() in (".jpg", ".jpeg") else image.name)
+        shutil.move(str(image), target)
+        paths.append(target)
+    return paths
+
+
 def bare_predict(model_path: Path, paths: list[Path], image_size: int, batch_size: int) -> tuple[float, float, float]:
     """(decode images/s, predict images/s, predict CPU seconds per image) in this process."""
     import keras  # noqa: PLC0415
@@ -101,7 +116,7 @@ def pipeline_seconds(model_path: Path, folder: Path, out: Path, batch_size: int,
 
     started, cpu = time.perf_counter(), cpu_seconds()
     embed_images.run(
-        ["--input-glob", str(folder / "*.jpg"), "--model", str(model_path), "--output", str(out),
+        ["--input-glob", str(folder / "*"), "--model", str(model_path), "--output", str(out),
          "--num-shards", "4", "--max-batch-size", str(batch_size), "--runner", "DirectRunner",
          "--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)],
         save_main_session=False,
@@ -170,6 +185,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=1200, help="images in the large run (the small run uses a quarter)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--corpus", choices=("coco-mini", "default"), default="coco-mini",
+                        help="coco-mini: real ~640x480 JPEGs (decoding is costly); default: the synthetic 128x128 corpus")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="beamlens-bench-"))
@@ -179,9 +196,13 @@ def main() -> int:
 
         image_size = model_image_size(str(model_path))
         small_n, large_n = max(args.images // 4, args.batch_size), args.images
-        small = make_corpus(work / "small", small_n)
-        large = make_corpus(work / "large", large_n)
-        print(f"model {model_path.name}, input {image_size}x{image_size}, batch {args.batch_size}, "
+        make = make_corpus if args.corpus == "coco-mini" else make_default_corpus
+        small = make(work / "small", small_n)
+        large = make(work / "large", large_n)
+        small_n, large_n = len(small), len(large)
+        suffix = {p.suffix for p in large}
+        assert len(suffix) == 1, suffix
+        print(f"corpus {args.corpus} ({suffix.pop()}), model {model_path.name}, input {image_size}x{image_size}, batch {args.batch_size}, "
               f"workers {args.workers}, images {small_n} and {large_n}, cores {os.cpu_count()}", flush=True)
 
         decode_rate, predict_rate, predict_cpu = bare_predict(model_path, large, image_size, args.batch_size)
@@ -199,8 +220,11 @@ def main() -> int:
         predict_rate = (predict_rate + predict_rate_after) / 2
         print(f"bare decode+predict, serial:      {1 / (1 / decode_rate + 1 / predict_rate):8.1f} images/s")
         print(f"pipeline end to end ({large_n}):     {end_to_end:8.1f} images/s ({t_large:.1f} s incl. start-up)")
-        print(f"pipeline steady ({small_n}->{large_n}):  {marginal:8.1f} images/s (start-up ~{t_large - large_n / marginal:.1f} s)")
-        print(f"ratio steady pipeline / bare predict:  {marginal / predict_rate:.2f}   (target >= 0.8)")
+        if t_large > t_small * 1.05:
+            print(f"pipeline steady ({small_n}->{large_n}):  {marginal:8.1f} images/s (start-up ~{t_large - large_n / marginal:.1f} s)")
+            print(f"ratio steady pipeline / bare predict:  {marginal / predict_rate:.2f}   (target >= 0.8)")
+        else:  # other load on the machine made the small run slower than the large one
+            print(f"pipeline steady: not measurable this run (small run {t_small:.1f} s, large run {t_large:.1f} s)")
         print(f"ratio end-to-end pipeline / bare predict: {end_to_end / predict_rate:.2f}")
         print(f"CPU per image: bare predict {predict_cpu * 1000:.1f} ms, pipeline (marginal, incl. read+decode+write) "
               f"{pipeline_cpu * 1000:.1f} ms; CPU efficiency ratio {predict_cpu / pipeline_cpu:.2f} "
