@@ -30,7 +30,6 @@ import itertools
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
+from models.atomic_files import atomic_output
 from models.errors import BeamlensError
 
 CORPUS_FORMAT = "beamlens-synthetic-corpus/1"
@@ -364,8 +364,7 @@ class _JsonArrayPart:
 
 def _assemble(target: Path, head: dict, parts: list[tuple[str, _JsonArrayPart]]) -> None:
     """``{head..., "key": [part], ...}`` written to a temp file, then renamed into place."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
+    with atomic_output(target, "w") as out:
         out.write("{")
         for key, value in head.items():
             out.write(f"{json.dumps(key)}: {json.dumps(value, sort_keys=True)},\n")
@@ -377,15 +376,12 @@ def _assemble(target: Path, head: dict, parts: list[tuple[str, _JsonArrayPart]])
             out.write("\n]" + (",\n" if n < len(parts) - 1 else ""))
             os.remove(part.path)
         out.write("}\n")
-    os.replace(tmp, target)
 
 
 def _write_json_atomic(target: Path, doc: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
+    with atomic_output(target, "w") as out:
         json.dump(doc, out, indent=2, sort_keys=True)
         out.write("\n")
-    os.replace(tmp, target)
 
 
 # --------------------------------------------------------------------------------------------

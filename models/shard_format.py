@@ -8,12 +8,12 @@ is an unfinished run. Keeping names and parsing in one place means the two sides
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+
+from models.atomic_files import write_text_atomically  # noqa: F401 (re-exported: writers import it from here)
 
 SHARD_PREFIX = "embeddings"
 SHARD_SUFFIX = ".tfrecord"
@@ -110,18 +110,3 @@ class Manifest:
     def from_json(cls, text: str) -> "Manifest":
         data = json.loads(text)
         return cls(**data)
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise

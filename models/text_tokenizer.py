@@ -15,14 +15,13 @@ with an id-echo model (see tests/test_encoders.py):
 from __future__ import annotations
 
 import collections
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
 
+from models.atomic_files import write_text_atomically
 from models.errors import BeamlensError
 
 PAD, START, UNKNOWN, UNUSED = "<PAD>", "<START>", "<UNKNOWN>", "<UNUSED>"
@@ -70,11 +69,7 @@ class Vocabulary:
         lines = [f"{token} {i}" for i, token in enumerate(SPECIAL_TOKENS)]
         for index, word in enumerate(self.words):
             lines += [f"{variant} {index + len(SPECIAL_TOKENS)}" for variant in _case_variants(word)]
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-vocab-")
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write("\n".join(lines) + "\n")
-        os.replace(tmp, path)
+        write_text_atomically(path, "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, path: str) -> "Vocabulary":

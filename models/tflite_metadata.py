@@ -15,27 +15,21 @@ tflite-support 0.4.4 has no text- or image-embedder metadata writer, so both go 
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
+
+from models.atomic_files import write_bytes_atomically
 
 DELIM_REGEX = r"[^\w']+"
 """The RegexTokenizer delimiter: everything but word characters and apostrophes splits tokens
 (the pattern Model Maker's text searcher uses; our Python tokenizer mirrors it)."""
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".tflite")
-    with os.fdopen(fd, "wb") as stream:
-        stream.write(data)
-    os.replace(tmp, path)
-
-
 def write_text_embedder_metadata(model_path: str, vocab_path: str, out_path: str, name: str = "beamlens_text_encoder") -> None:
     """Attach RegexTokenizer metadata (vocab packed) to a token-id text model."""
-    from tensorflow_lite_support.metadata.python.metadata_writers import metadata_info, metadata_writer  # noqa: PLC0415
+    from tensorflow_lite_support.metadata.python.metadata_writers import (  # noqa: PLC0415
+        metadata_info,
+        metadata_writer,
+    )
 
     with open(model_path, "rb") as stream:
         model = stream.read()
@@ -47,14 +41,17 @@ def write_text_embedder_metadata(model_path: str, vocab_path: str, out_path: str
         output_md=[metadata_info.TensorMd(name="embedding")],
         associated_files=[vocab_path],
     )
-    _write_atomic(out_path, writer.populate())
+    write_bytes_atomically(out_path, writer.populate())
 
 
 def write_image_embedder_metadata(model_path: str, out_path: str, name: str = "beamlens_image_encoder") -> None:
     """Attach image input metadata (RGB, mean 0 / std 1: the model normalises inside)."""
     from tensorflow_lite_support.metadata import metadata_schema_py_generated as schema  # noqa: PLC0415
     from tensorflow_lite_support.metadata import schema_py_generated as model_schema  # noqa: PLC0415
-    from tensorflow_lite_support.metadata.python.metadata_writers import metadata_info, metadata_writer  # noqa: PLC0415
+    from tensorflow_lite_support.metadata.python.metadata_writers import (  # noqa: PLC0415
+        metadata_info,
+        metadata_writer,
+    )
 
     with open(model_path, "rb") as stream:
         model = stream.read()
@@ -66,7 +63,7 @@ def write_image_embedder_metadata(model_path: str, out_path: str, name: str = "b
             color_space_type=schema.ColorSpaceType.RGB, tensor_type=model_schema.TensorType.FLOAT32)],
         output_md=[metadata_info.TensorMd(name="embedding")],
     )
-    _write_atomic(out_path, writer.populate())
+    write_bytes_atomically(out_path, writer.populate())
 
 
 def text_embeddings(model_path: str, texts: list[str]) -> np.ndarray:

@@ -25,10 +25,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from models import searcher_evaluation as ev
+from models.atomic_files import write_bytes_atomically, write_text_atomically
 from models.errors import BeamlensError
 from models.html_pages import render_evaluation_report
 from models.search_api import Searcher, check_readable_file, embed_text
-from models.shard_format import write_text_atomically
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -238,7 +238,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     os.makedirs(args.out, exist_ok=True)
     if plot_png:
-        _write_bytes_atomically(os.path.join(args.out, PLOT_PNG), plot_png)
+        write_bytes_atomically(os.path.join(args.out, PLOT_PNG), plot_png)
         report["plot"] = PLOT_PNG
     examples = [(captions[i], expected[i], _first(ann_results[i], 10)) for i in range(min(args.examples, len(queries)))]
     report["examples"] = [
@@ -262,19 +262,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, (np.floating,)):
         return float(value)
     raise TypeError(f"not JSON serializable: {type(value)}")
-
-
-def _write_bytes_atomically(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
 
 
 def _leaves_sweep(

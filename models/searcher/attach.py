@@ -17,9 +17,9 @@ import io
 import os
 import zipfile
 
+from models.atomic_files import write_bytes_atomically
 from models.errors import BeamlensError
 from models.searcher import model_file
-from models.searcher.scann_build import write_bytes_atomically
 
 INDEX_NAME = "on_device_scann_index.ldb"
 INDEX_DESCRIPTION = "On-device Scann Index file with LevelDB format."

@@ -22,7 +22,11 @@ from typing import Any, Optional
 from models.errors import BeamlensError
 from models.searcher import model_file
 from models.searcher.sstable import Table, TableError, replace_value
-from models.searcher.wire import decode_index_config, fraction_for_leaves, with_search_fraction
+from models.searcher.wire import (
+    decode_index_config,
+    fraction_for_leaves,
+    with_search_fraction,
+)
 
 INDEX_CONFIG_KEY = b"INDEX_CONFIG"
 
@@ -144,7 +148,7 @@ def item_metadata(path: str, ids: list[int]) -> list[bytes]:
 
 def rewrite_leaves_to_search(searcher_path: str, out_path: str, leaves_to_search: int) -> str:
     """Write a copy of a searcher (or index) that searches ``leaves_to_search`` leaves per query."""
-    from models.searcher.scann_build import write_bytes_atomically  # noqa: PLC0415
+    from models.atomic_files import write_bytes_atomically  # noqa: PLC0415
 
     data, kind, name, index, _ = _load(searcher_path)
     table = Table(index, name or searcher_path)

@@ -36,6 +36,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from models.atomic_files import write_bytes_atomically
 from models.errors import BeamlensError
 from models.searcher import autotune
 from models.searcher.options import (
@@ -44,7 +45,6 @@ from models.searcher.options import (
     BuildReport,
     ScaNNOptions,
     ScoreAH,
-    ScoreBruteForce,
     SweepPoint,
     Tree,
     options_to_dict,
@@ -405,18 +405,3 @@ def _serialize_index(float_db, codes, codebooks, lookup, centroids, assignment, 
         )
     except Exception as error:  # pybind11_abseil StatusNotOk
         raise BeamlensError(f"the on-device index builder refused the index: {error}") from error
-
-
-def write_bytes_atomically(path: str, data: bytes) -> None:
-    """Temp file in the same folder, then os.replace: no half-written output, ever."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
