@@ -23,6 +23,7 @@ setup(
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["pipelines", "pipelines.*", "models", "models.*", "transforms", "transforms.*"]),
     include_package_data=True,
+    package_data={"models": ["data/*.txt"]},  # the ImageNet class names (models/imagenet_labels.py)
     install_requires=[
         "apache-beam[gcp]>=2.77,<2.78",
         "tensorflow>=2.21,<2.22",
