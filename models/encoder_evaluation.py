@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.bert_tokenizer import BertTokenizer
 from models.coco import CocoImage
 from models.preprocessing import preprocess_image_bytes
 from models.text_tokenizer import Vocabulary
@@ -33,7 +34,7 @@ KS = (1, 5, 10, 100)
 class EncoderModels:
     vision: object
     text: object
-    vocab: Vocabulary
+    vocab: Vocabulary | BertTokenizer  # models.bert_tokenizer.load_caption_tokenizer picks one
     image_size: int
     max_tokens: int
 
@@ -53,7 +54,7 @@ def embed_images(models: EncoderModels, paths: list[str], batch_size: int = 128)
 
 
 def embed_texts(models: EncoderModels, texts: list[str], batch_size: int = 512) -> np.ndarray:
-    ids = models.vocab.encode_batch(texts, models.max_tokens)
+    ids = models.vocab.encode_batch(texts, models.max_tokens)  # an ids array, or a dict for a BERT encoder
     return np.asarray(models.text.predict(ids, batch_size=batch_size, verbose=0), np.float32)
 
 

@@ -9,6 +9,11 @@ tflite-support 0.4.4 has no text- or image-embedder metadata writer, so both go 
 ``MetadataWriter.create_from_metadata_info`` route (PLATFORM.md "Writing embedder metadata"):
   * text: an ``InputTextTensorMd`` with a ``RegexTokenizerMd`` (delimiter regex + vocab file); the
     vocab is packed into the model as an associated file, so the ``.tflite`` is self-contained.
+  * BERT-like text (three int32 inputs ``ids`` / ``mask`` / ``segment_ids``): ``BertInputTensorsMd``
+    with a ``BertTokenizerMd`` (WordPiece vocab packed). The Task Library finds the three tensors
+    by these metadata names, lower-cases ASCII and writes ``[CLS] ... [SEP]`` + padding (see
+    models/bert_tokenizer.py). tflite-support has no BERT *embedder* writer either, so the
+    ``BertInputTensorsMd`` parts go through ``MetadataWriter.create_from_metadata``.
   * image: an ``InputImageTensorMd`` with mean 0 / std 1 (the model normalises its raw 0..255 input
     itself, so the Task Library must pass pixels through unchanged) and RGB colour space.
 """
@@ -40,6 +45,43 @@ def write_text_embedder_metadata(model_path: str, vocab_path: str, out_path: str
             name="ids", tokenizer_md=metadata_info.RegexTokenizerMd(DELIM_REGEX, vocab_path))],
         output_md=[metadata_info.TensorMd(name="embedding")],
         associated_files=[vocab_path],
+    )
+    write_bytes_atomically(out_path, writer.populate())
+
+
+def _input_name(names: list[str], wanted: str) -> str:
+    """The model tensor that stands for ``wanted`` ("ids" may come out as "serving_default_ids:0")."""
+    def bare(name: str) -> str:
+        return name.split(":")[0].removeprefix("serving_default_")
+    found = [n for n in names if bare(n) == wanted]
+    if len(found) != 1:
+        raise ValueError(f"cannot tell the {wanted!r} input among the model's inputs {names}")
+    return found[0]
+
+
+def write_bert_text_embedder_metadata(model_path: str, vocab_path: str, out_path: str,
+                                      name: str = "beamlens_text_encoder") -> None:
+    """Attach BertTokenizer metadata (WordPiece vocab packed) to an ids/mask/segment_ids model."""
+    from tensorflow_lite_support.metadata.python.metadata_writers import (  # noqa: PLC0415
+        metadata_info,
+        metadata_writer,
+        writer_utils,
+    )
+
+    with open(model_path, "rb") as stream:
+        model = stream.read()
+    names = writer_utils.get_input_tensor_names(model)
+    inputs = metadata_info.BertInputTensorsMd(
+        model, _input_name(names, "ids"), _input_name(names, "mask"), _input_name(names, "segment_ids"),
+        tokenizer_md=metadata_info.BertTokenizerMd(vocab_path))
+    general = metadata_info.GeneralMd(name=name, description="beamlens dual encoder (BERT text backbone): caption -> unit vector")
+    writer = metadata_writer.MetadataWriter.create_from_metadata(
+        model,
+        model_metadata=general.create_metadata(),
+        input_metadata=inputs.create_input_tesnor_metadata(),
+        output_metadata=[metadata_info.TensorMd(name="embedding").create_metadata()],
+        associated_files=inputs.get_tokenizer_associated_files(),
+        input_process_units=inputs.create_input_process_unit_metadata(),
     )
     write_bytes_atomically(out_path, writer.populate())
 

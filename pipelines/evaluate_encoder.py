@@ -40,7 +40,7 @@ def load_models(model_dir: str):
     import models.backbones  # noqa: F401,PLC0415 (registers custom layers a backbone may use)
     from models.backbones import _load_all  # noqa: PLC0415
     from models.encoder_evaluation import EncoderModels  # noqa: PLC0415
-    from models.text_tokenizer import Vocabulary  # noqa: PLC0415
+    from models.bert_tokenizer import load_caption_tokenizer  # noqa: PLC0415
 
     _load_all()
     needed = ("encoder_config.json", "vision_encoder.keras", "text_encoder.keras", "vocab.txt")
@@ -52,7 +52,7 @@ def load_models(model_dir: str):
     return EncoderModels(
         vision=keras.saving.load_model(os.path.join(model_dir, "vision_encoder.keras")),
         text=keras.saving.load_model(os.path.join(model_dir, "text_encoder.keras")),
-        vocab=Vocabulary.load(os.path.join(model_dir, "vocab.txt")),
+        vocab=load_caption_tokenizer(os.path.join(model_dir, "vocab.txt"), config.get("text_backbone")),
         image_size=int(config["image_size"]), max_tokens=int(config["max_tokens"])), config
 
 
