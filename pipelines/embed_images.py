@@ -13,6 +13,11 @@ The graph (same on every runner)::
       -> errors-*.jsonl (DoFn) + embeddings-*.tfrecord (WriteToTFRecord)
     then, in this process: read the files back, check counts, write manifest.json last.
 
+``--model`` may also be a Task Library image embedder ``.tflite`` (for example the shared
+MobileNetV3 embedder, or ``beamlens export-pretrained``'s): it then runs in ``tf.lite.Interpreter``
+with the normalization of its metadata, and images are resized the Task Library's way
+(``--resize task_library``, no antialiasing) so that the index matches on-device queries.
+
 Every run reconciles what it listed with what it wrote (distinct embedded ids + distinct failed
 ids) and raises ``CountMismatchError`` without writing a manifest when they differ: the DaskRunner
 is known to drop and duplicate elements, and a silent loss would poison the index.
@@ -43,6 +48,7 @@ from transforms.write_shards import WriteEmbeddingsAndErrors, prepare_output, re
 
 DEFAULT_NUM_SHARDS = 4
 DEFAULT_MAX_BATCH_SIZE = 64
+RESIZES = ("auto", "pil", "task_library")
 
 
 class EmbedOptions(PipelineOptions):
@@ -53,10 +59,14 @@ class EmbedOptions(PipelineOptions):
         parser.add_argument("--captions", dest="captions", default=None, help="COCO captions_*.json (local or any Beam filesystem)")
         parser.add_argument("--images", dest="images", default=None, help="image folder of the COCO split (default: <captions>/../../<split>)")
         parser.add_argument("--input-glob", "--input_glob", dest="input_glob", default=None, help="glob of image files instead of a COCO layout, e.g. 'gs://b/photos/*.jpg'")
-        parser.add_argument("--model", dest="model", default=None, help="vision encoder .keras file (raw 0..255 pixels in, vectors out)")
+        parser.add_argument("--model", dest="model", default=None, help="vision encoder .keras file (raw 0..255 pixels in, vectors out), or a Task Library image embedder .tflite")
         parser.add_argument("--output", dest="output", default=None, help="output folder for shards, error files and manifest.json")
         parser.add_argument("--num-shards", "--num_shards", dest="num_shards", type=int, default=DEFAULT_NUM_SHARDS, help="number of embedding shards (and error files)")
         parser.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=0, help="square input size; default: read from the model's input shape")
+        parser.add_argument("--resize", dest="resize", choices=RESIZES, default="auto",
+                            help="how images are resized: pil (the training preprocessing, antialiased), task_library "
+                                 "(bilinear without antialiasing, as the Task Library resizes a query); "
+                                 "auto: task_library for a .tflite model, pil for .keras")
         parser.add_argument("--min-batch-size", "--min_batch_size", dest="min_batch_size", type=int, default=1, help="smallest inference batch the handler accepts")
         parser.add_argument("--max-batch-size", "--max_batch_size", dest="max_batch_size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="images per inference batch (batches are formed before RunInference)")
 
@@ -94,13 +104,48 @@ def model_image_size(model_path: str) -> int:
     return int(shape[1])
 
 
+def tflite_image_size(model_path: str) -> int:
+    """S of a square image embedder ``.tflite`` input [1, S, S, 3] (read from the file, no TF)."""
+    from models.tflite_image_embedder import read_input_spec  # noqa: PLC0415
+
+    local = model_path
+    if "://" in model_path:
+        import tempfile  # noqa: PLC0415
+
+        with FileSystems.open(model_path) as source, tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as copy:
+            copy.write(source.read())
+        local = copy.name
+    spec = read_input_spec(local)
+    if spec.height != spec.width:
+        raise BeamlensError(f"{model_path}: the image input is {spec.height}x{spec.width}; only square inputs are supported")
+    return spec.height
+
+
+def resolved_resize(embed: EmbedOptions) -> str:
+    """--resize with auto decided: task_library for a .tflite model, pil (training's) for .keras."""
+    if embed.resize == "auto":
+        return "task_library" if embed.model.endswith(".tflite") else "pil"
+    return embed.resize
+
+
+def preprocess_function(embed: EmbedOptions):
+    """The (bytes, size) -> pixels function for --resize."""
+    from models.preprocessing import preprocess_image_bytes  # noqa: PLC0415
+    from models.tflite_image_embedder import preprocess_image_bytes_like_task_library  # noqa: PLC0415
+
+    return preprocess_image_bytes_like_task_library if resolved_resize(embed) == "task_library" else preprocess_image_bytes
+
+
 def _validate(embed: EmbedOptions) -> ImageSource:
     if not embed.model:
-        raise BeamlensError("--model is required (the vision encoder .keras file)")
+        raise BeamlensError("--model is required (the vision encoder .keras file or an image embedder .tflite)")
     if not embed.output:
         raise BeamlensError("--output is required (a folder for the shards)")
-    if not embed.model.endswith(".keras"):
-        raise BeamlensError(f"--model {embed.model}: RunInference with Keras 3 loads .keras files only")
+    if not embed.model.endswith((".keras", ".tflite")):
+        raise BeamlensError(f"--model {embed.model}: give a Keras 3 .keras file (RunInference with Keras 3 loads "
+                            ".keras files only) or a Task Library image embedder .tflite")
+    if embed.resize not in RESIZES:
+        raise BeamlensError(f"--resize must be one of {RESIZES}, got {embed.resize!r}")
     if not FileSystems.exists(embed.model):
         raise BeamlensError(f"--model {embed.model}: file not found")
     if embed.num_shards < 1:
@@ -121,7 +166,7 @@ def build_pipeline(pipeline: beam.Pipeline, source: ImageSource, embed: EmbedOpt
         pipeline
         | "ListImages" >> ListImages(source)
         | "Batch" >> BatchImageRefs(embed.max_batch_size)
-        | "ReadDecode" >> beam.ParDo(DecodeBatch(image_size))
+        | "ReadDecode" >> beam.ParDo(DecodeBatch(image_size, preprocess_function(embed)))
     )
     batches = outcomes | "OnlyBatches" >> beam.FlatMap(only(ImageBatch))
     decode_errors = outcomes | "OnlyDecodeErrors" >> beam.FlatMap(only(ImageError))
@@ -152,7 +197,12 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_
     if not listed_ids:
         raise BeamlensError(f"no images found in {source.describe()}")
     fingerprint = model_fingerprint(embed.model)
-    image_size = embed.image_size or model_image_size(embed.model)
+    if embed.model.endswith(".tflite"):
+        image_size = tflite_image_size(embed.model)
+        if embed.image_size and embed.image_size != image_size:
+            raise BeamlensError(f"--image-size {embed.image_size}: the .tflite model takes {image_size}x{image_size} images")
+    else:
+        image_size = embed.image_size or model_image_size(embed.model)
     prepare_output(embed.output)
     print(f"beamlens embed: {len(listed_ids)} images from {source.describe()}, model {fingerprint}, "
           f"size {image_size}, {embed.num_shards} shards -> {embed.output}", file=sys.stderr, flush=True)
@@ -183,6 +233,7 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_
         "errors_by_stage": summary.reasons,
         "counters": counters,
         "image_size": image_size,
+        "resize": resolved_resize(embed),
         "source": source.describe(),
     }
     options_record = {k: v for k, v in embed.get_all_options(drop_default=False).items() if isinstance(v, (str, int, float, bool, type(None)))}

@@ -12,7 +12,7 @@ consumers of a 10-element split saw all 10). A typed union works the same on eve
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Sequence, Type, TypeVar, Union
+from typing import Callable, Iterator, NamedTuple, Sequence, Type, TypeVar, Union
 
 import apache_beam as beam
 import numpy as np
@@ -60,10 +60,16 @@ def only(kind: Type[T]):
 
 
 class DecodeBatch(beam.DoFn):
-    """list[ImageRef] -> one ImageBatch of the good images, plus one ImageError per bad image."""
+    """list[ImageRef] -> one ImageBatch of the good images, plus one ImageError per bad image.
 
-    def __init__(self, image_size: int) -> None:
+    ``preprocess`` (bytes, size) -> float32 pixels defaults to the training preprocessing; an index
+    for a foreign Task Library embedder passes
+    ``models.tflite_image_embedder.preprocess_image_bytes_like_task_library`` instead."""
+
+    def __init__(self, image_size: int,
+                 preprocess: Callable[[bytes, int], np.ndarray] = preprocess_image_bytes) -> None:
         self._image_size = int(image_size)
+        self._preprocess = preprocess
         self._decoded = Metrics.counter(METRICS_NAMESPACE, "decoded")
         self._failed = Metrics.counter(METRICS_NAMESPACE, "failed")
 
@@ -77,7 +83,7 @@ class DecodeBatch(beam.DoFn):
                 yield ImageError(ref.image_id, ref.uri, error.reason, "read")
                 continue
             try:
-                pixels = preprocess_image_bytes(data, self._image_size)
+                pixels = self._preprocess(data, self._image_size)
             except ImageDecodeError as error:
                 self._failed.inc()
                 yield ImageError(ref.image_id, ref.uri, error.reason, "decode")

@@ -9,6 +9,9 @@
 * The model is loaded once per worker process by RunInference's shared handle.
 * Inference calls ``model.predict_on_batch`` (a compiled function) instead of Beam's default eager
   ``model(x)``: same numbers, several times faster for small models.
+* A ``.tflite`` image embedder (a Task Library model with no Keras twin, e.g. a pretrained
+  MobileNetV3) runs in ``tf.lite.Interpreter`` through :class:`TFLiteEmbedderModelHandler`, with the
+  input normalization from its metadata (``models.tflite_image_embedder``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
 from models.shard_format import EmbeddingRecord
@@ -37,8 +40,45 @@ def predict_on_batch(model: Any, batch: Sequence[np.ndarray], inference_args: Op
     return [PredictionResult(example, output, model_id) for example, output in zip(batch, outputs)]
 
 
+class TFLiteEmbedderModelHandler(ModelHandler):
+    """RunInference handler for a Task Library image embedder ``.tflite`` (raw 0..255 pixels in).
+
+    The pixels must have been resized the Task Library's way (``--resize task_library`` in
+    ``beamlens embed``, the default for ``.tflite`` models) for the index to match on-device queries."""
+
+    def __init__(self, model_path: str, min_batch_size: int = 1, max_batch_size: int = 64) -> None:
+        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
+        self._model_path = model_path
+
+    def load_model(self):
+        import tempfile  # noqa: PLC0415
+
+        from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415
+
+        from models.tflite_image_embedder import TFLiteImageEmbedder  # noqa: PLC0415
+
+        path = self._model_path
+        if "://" in path:  # the interpreter reads local files only: copy gs:// and the like
+            with FileSystems.open(path) as source, tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as local:
+                local.write(source.read())
+            path = local.name
+        return TFLiteImageEmbedder(path)
+
+    def run_inference(self, batch: Sequence[np.ndarray], model: Any, inference_args: Optional[dict] = None) -> Iterable[PredictionResult]:
+        outputs = model.embed(np.stack(batch, axis=0))
+        return [PredictionResult(example, output, self._model_path) for example, output in zip(batch, outputs)]
+
+    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
+        return sum(np.asarray(example).nbytes for example in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "BeamML_TFLite"
+
+
 def make_model_handler(model_path: str, min_batch_size: int = 1, max_batch_size: int = 64):
-    """Keyed, pre-batched TF handler around a Keras 3 ``.keras`` file."""
+    """Keyed, pre-batched handler: TF for a Keras 3 ``.keras`` file, TFLite for a ``.tflite`` embedder."""
+    if model_path.endswith(".tflite"):
+        return KeyedModelHandler(TFLiteEmbedderModelHandler(model_path, min_batch_size, max_batch_size)).with_no_batching()
     base = TFModelHandlerNumpy(
         model_uri=model_path,
         inference_fn=predict_on_batch,
