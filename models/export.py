@@ -10,8 +10,10 @@ inputs ``ids`` / ``mask`` / ``segment_ids`` of length ``config.max_tokens`` (Ber
 metadata; the vocab passed must then be the backbone's WordPiece vocab.txt).
 
 ``quantize="int8"`` is dynamic-range quantization (``tf.lite.Optimize.DEFAULT``): int8 weights,
-float activations, about 4x smaller; benchmarks/text_embedder_benchmark.py measures its speed and
-its cosine cost against the float Keras encoder.
+float activations, about 3.5x smaller. Dense weights are channel-equalized first so that the
+per-tensor scales the Task Library's runtime accepts lose no more than per-channel ones
+(models/tflite_quantization.py); benchmarks/text_embedder_benchmark.py measures speed and the
+cosine cost against the float Keras encoder.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from models import compat, tflite_metadata
+from models import compat, tflite_metadata, tflite_quantization
 from models.bert_tokenizer import is_wordpiece_vocab
 from models.encoders import BERT_INPUTS, EncoderConfig, is_bert_text_model
 from models.errors import BeamlensError
@@ -47,11 +49,13 @@ def to_tflite(model: keras.Model, spec: tf.TensorSpec | Sequence[tf.TensorSpec],
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2  # noqa: PLC0415
 
     frozen = convert_variables_to_constants_v2(concrete)
+    if quantize == "int8":
+        # Per-channel accuracy with op versions the Task Library runs: see models/tflite_quantization.py.
+        frozen = tflite_quantization.equalized_function(frozen)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "int8":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic range: int8 weights
-        converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+        tflite_quantization.configure_int8(converter)
     with open(path, "wb") as stream:
         stream.write(converter.convert())
 

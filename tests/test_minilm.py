@@ -167,7 +167,8 @@ def test_int8_export_is_smaller_and_close(minilm, tmp_path):
     task_vectors = compat.call_tflite(tflite_metadata.text_embeddings, str(out), captions)
     cosines = _cosines(keras_vectors, task_vectors)
     print(f"int8 TextEmbedder vs float Keras: min cosine {cosines.min():.4f}, mean {cosines.mean():.4f}")
-    assert cosines.mean() >= 0.95 and cosines.min() >= 0.9, cosines
+    # channel equalization keeps per-channel accuracy (per-tensor alone gave 0.95-0.98)
+    assert cosines.mean() >= 0.99 and cosines.min() >= 0.98, cosines
     # the 0.4.4 metadata populator re-packs the model with its 2022 schema: outputs must not change
     to_tflite(minilm["text"], bert_input_specs(MAX_TOKENS), str(raw), quantize="int8")
     feed = minilm["tokenizer"].encode_batch(captions[:3], MAX_TOKENS)
