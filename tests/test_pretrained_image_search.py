@@ -142,3 +142,11 @@ def test_corpus_vectors_match_the_task_library_embedder(searcher):
     print(searcher["name"], "corpus vs Task Library cosine: mean", round(float(cosines.mean()), 5),
           "min", round(float(cosines.min()), 5))
     assert cosines.min() > 0.995 and cosines.mean() > 0.999
+
+
+def test_export_refuses_a_backbone_without_pretrained_weights(tmp_path, capsys):
+    from pipelines import cli
+
+    assert cli.main(["export-pretrained", "--out", str(tmp_path), "--backbone", "scratch_cnn"]) == 2
+    assert "has no pretrained weights of its own: give --weights" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
