@@ -18,7 +18,7 @@ def _coco(tmp_path, images, annotations):
     return path
 
 
-def test_dataset_pairs_each_image_with_one_of_its_captions():
+def test_dataset_has_one_example_per_caption_and_reads_the_cache_on_later_epochs(tmp_path):
     from models.encoders import EncoderConfig
     from models.text_tokenizer import build_vocabulary
     from models.training import load_split, make_dataset
@@ -26,13 +26,42 @@ def test_dataset_pairs_each_image_with_one_of_its_captions():
     split = load_split("val", str(COCO_MINI / "annotations" / "captions_val2017.json"), None, 32)
     vocab = build_vocabulary(c for im in split.images for c in im.captions)
     config = EncoderConfig(image_size=32, max_tokens=12, vocab_size=vocab.size)
-    batches = list(make_dataset(split, vocab, config, batch_size=8, seed=0, shuffle=False))
-    assert sum(len(b[0]["ids"]) for b in batches) == len(split.images)
-    first = batches[0][0]
+    cache = tmp_path / "cache"
+    dataset = make_dataset(split, vocab, config, batch_size=8, seed=0, cache_path=str(cache))
+    first_epoch = list(dataset)
+    captions = sum(len(im.captions) for im in split.images)
+    assert sum(len(b[0]["ids"]) for b in first_epoch) == captions
+    first = first_epoch[0][0]
     assert first["image"].shape == (8, 32, 32, 3) and first["ids"].shape == (8, 12)
-    assert float(np.max(first["image"])) > 1.0  # raw 0..255 pixels
-    possible = {tuple(vocab.encode(c, 12)) for c in split.images[0].captions}
-    assert tuple(first["ids"][0].numpy()) in possible
+    assert first["image"].dtype.name == "float32" and float(np.max(first["image"])) > 1.0  # raw 0..255
+    # Every example pairs an image with one of ITS captions: find the image by its pixels.
+    from models.training import _read
+    from models.preprocessing import preprocess_image_bytes
+
+    by_pixels = {preprocess_image_bytes(_read(im.path), 32).tobytes(): im for im in split.images}
+    for pixels, ids in zip(first["image"].numpy(), first["ids"].numpy()):
+        image = by_pixels[pixels.tobytes()]
+        assert tuple(ids) in {tuple(vocab.encode(c, 12)) for c in image.captions}
+    assert list(tmp_path.glob("cache*")), "decoded pixels were not cached to disk"
+    # A second epoch comes from the cache (the images may be gone) and is reshuffled.
+    second_epoch = list(make_dataset(split, vocab, config, batch_size=8, seed=0, cache_path=str(cache)))
+    assert sum(len(b[0]["ids"]) for b in second_epoch) == captions
+
+
+def test_validation_order_is_mixed_but_fixed():
+    from models.encoders import EncoderConfig
+    from models.text_tokenizer import build_vocabulary
+    from models.training import load_split, make_dataset
+
+    split = load_split("val", str(COCO_MINI / "annotations" / "captions_val2017.json"), None, 16)
+    vocab = build_vocabulary(c for im in split.images for c in im.captions)
+    config = EncoderConfig(image_size=16, max_tokens=12, vocab_size=vocab.size)
+    dataset = make_dataset(split, vocab, config, batch_size=16, seed=0, shuffle=False)
+    one, two = [np.concatenate([b[0]["ids"].numpy() for b in dataset]) for _ in range(2)]
+    assert np.array_equal(one, two)
+    # The 5 captions of an image do not sit together in one batch.
+    first_batch = next(iter(dataset))[0]["image"].numpy().reshape(16, -1)
+    assert len({row.tobytes() for row in first_batch}) > 8
 
 
 def test_undecodable_images_are_skipped_and_counted(tmp_path, capsys):
