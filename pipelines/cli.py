@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-corpus": ("pipelines.make_corpus", "write the synthetic captioned default corpus (COCO layout)"),
     "train": ("pipelines.train", "train the dual encoder and export .keras / .tflite encoders"),
     "evaluate-encoder": ("pipelines.evaluate_encoder", "top-k retrieval accuracy of trained encoders"),
+    "export-text-embedder": ("pipelines.export_text_embedder", "re-export a text embedder .tflite (float or int8)"),
     "export-pretrained": ("pipelines.export_pretrained", "a pretrained image backbone as embedder (.keras + .tflite), no training"),
     "embed": ("pipelines.embed_images", "Beam: embed a COCO layout or image glob into TFRecord shards"),
     "build-searcher": ("pipelines.build_searcher", "merge shards and export TFLite searchers (ScaNN index)"),

