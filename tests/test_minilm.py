@@ -237,3 +237,18 @@ def test_pretrained_minilm_alone_exports_as_a_zero_training_text_embedder(minilm
     keras_vectors = np.asarray(backbone.predict(minilm["tokenizer"].encode_batch(captions, MAX_TOKENS), verbose=0))
     assert task_vectors.shape == (8, 384)
     assert _cosines(task_vectors, keras_vectors).min() >= 0.99
+
+
+def test_dynamic_length_export_sizes_inputs_per_query(minilm, tmp_path):
+    from models.export import export_text_embedder
+
+    out = tmp_path / "dynamic.tflite"
+    export_text_embedder(minilm["text"], MAX_TOKENS, minilm["vocab"], str(out), dynamic_length=True)
+    captions = _captions(10)
+    keras_vectors = np.asarray(minilm["text"].predict(minilm["tokenizer"].encode_batch(captions, MAX_TOKENS), verbose=0))
+    task_vectors = compat.call_tflite(tflite_metadata.text_embeddings, str(out), captions)
+    assert _cosines(keras_vectors, task_vectors).min() >= 0.99  # captions fit in 32 tokens: same vectors
+    # a query longer than the 512-row position table: the last position row is reused, no failure
+    long_query = " ".join(["a dog runs on the beach"] * 120)
+    vector = compat.call_tflite(tflite_metadata.text_embeddings, str(out), [long_query])[0]
+    assert np.isfinite(vector).all() and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-3)

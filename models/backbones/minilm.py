@@ -83,7 +83,10 @@ def build_bert(config: dict, max_tokens: int, normalize: bool = True, name: str 
     mask = keras.Input((max_tokens,), dtype="int32", name="mask")
     segment_ids = keras.Input((max_tokens,), dtype="int32", name="segment_ids")
 
-    positions = keras.ops.cumsum(keras.ops.ones_like(ids), axis=1) - 1  # 0..L-1 per row
+    # 0..L-1 per row, computed (not a constant) so a TFLite export may take any length; clamped so
+    # that a device query longer than the position table reuses the last row instead of failing.
+    positions = keras.ops.cumsum(keras.ops.ones_like(ids), axis=1) - 1
+    positions = keras.ops.minimum(positions, int(config["max_position_embeddings"]) - 1)
     x = keras.layers.Add(name="embeddings_sum")([
         keras.layers.Embedding(int(config["vocab_size"]), hidden, name="word_embeddings")(ids),
         keras.layers.Embedding(int(config["max_position_embeddings"]), hidden, name="position_embeddings")(positions),
