@@ -14,11 +14,13 @@ constant weight ``K`` (``[in, out]``), with ``s = max |K[:, j]|`` per output cha
 
 ``K / s`` has the same range in every column, so one per-tensor scale is as fine as a per-channel
 one, and the old runtime gets an old op version. The multiply by ``s`` must survive the
-converter, whose ``FuseFullyConnectedAndMul`` folds a constant multiply back into the weights when
-the constant is ``[out]``-shaped; tiling ``s`` to the full output shape (``[1, L, out]``) is not
-foldable, so it stays as a MUL (a few MB of constants for MiniLM, and cheap elementwise work).
-Matmuls whose output has one row (a projection head at batch 1) would be folded back anyway and
-are left alone.
+converter, whose ``FuseFullyConnectedAndMul`` folds a constant multiply that directly follows a
+FULLY_CONNECTED back into its weights, unless the multiply broadcasts its left operand to a new
+shape. So ``s`` gets one more leading axis than ``y`` has dimensions and the product is reshaped
+back: ``reshape(y * s[None, ..., None, :], shape(y))``. Nothing folds, dynamic shapes (a
+``[1, None]`` sequence length) work too, and the cost is one elementwise multiply and a reshape
+per matmul. (Tiling ``s`` to the output shape also blocks the fold, but only for static shapes;
+a reshaped ``[G, out/G]`` view of ``s`` is moved and folded by the converter.)
 """
 
 from __future__ import annotations
@@ -67,40 +69,50 @@ def _const_node(name: str, value: np.ndarray) -> node_def_pb2.NodeDef:
     return node
 
 
-def _output_shapes(graph_def: graph_pb2.GraphDef) -> dict[str, list[int | None]]:
+def _op(name: str, op: str, inputs: list[str], **type_attrs: tf.DType) -> node_def_pb2.NodeDef:
+    node = node_def_pb2.NodeDef(name=name, op=op, input=inputs)
+    for key, dtype in type_attrs.items():
+        node.attr[key].CopyFrom(attr_value_pb2.AttrValue(type=dtype.as_datatype_enum))
+    return node
+
+
+def _output_ranks(graph_def: graph_pb2.GraphDef) -> dict[str, int | None]:
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.import_graph_def(graph_def, name="")
-    return {n.name: graph.get_tensor_by_name(n.name + ":0").shape.as_list() for n in graph_def.node if n.op in MATMULS}
+    return {n.name: graph.get_tensor_by_name(n.name + ":0").shape.rank for n in graph_def.node if n.op in MATMULS}
 
 
 def equalize_channels(graph_def: graph_pb2.GraphDef) -> int:
     """Rewrite constant-weight matmuls in place as described in the module doc; returns how many."""
     nodes = {n.name: n for n in graph_def.node}
-    shapes = _output_shapes(graph_def)
+    ranks = _output_ranks(graph_def)
     added, count = [], 0
     for node in list(graph_def.node):
         if node.op not in MATMULS or _flag(node, "transpose_a") or _flag(node, "adj_x"):
             continue
         weights = _constant(nodes, node.input[1])
-        shape = shapes.get(node.name)
-        if weights is None or weights.ndim != 2 or weights.size < MIN_WEIGHTS or not shape or None in shape:
+        if weights is None or weights.ndim != 2 or weights.size < MIN_WEIGHTS:
             continue
-        if int(np.prod(shape[:-1])) <= 1:
-            continue  # one output row: the converter would fold the scale straight back
         transposed = _flag(node, "transpose_b") or _flag(node, "adj_y")
         kernel = weights.T if transposed else weights  # [in, out]
+        rank = ranks.get(node.name)
+        if not rank:
+            continue
         scale = np.abs(kernel).max(axis=0)
         scale[scale == 0] = 1.0
         equalized = kernel / scale
         name = node.name
-        node.name = f"{name}/equalized_matmul"
+        matmul = node.name = f"{name}/equalized_matmul"
         node.input[1] = f"{name}/equalized_weights"
-        added.append(_const_node(node.input[1], equalized.T if transposed else equalized))
-        added.append(_const_node(f"{name}/channel_scale", np.broadcast_to(scale, shape)))
-        multiply = node_def_pb2.NodeDef(name=name, op="Mul", input=[node.name, f"{name}/channel_scale"])
-        multiply.attr["T"].CopyFrom(attr_value_pb2.AttrValue(type=tf.float32.as_datatype_enum))
-        added.append(multiply)  # takes the matmul's name: its consumers need no change
+        added += [
+            _const_node(node.input[1], equalized.T if transposed else equalized),
+            _const_node(f"{name}/channel_scale", scale.reshape([1] * rank + [-1])),  # one axis more than y
+            _op(f"{name}/scaled", "Mul", [matmul, f"{name}/channel_scale"], T=tf.float32),
+            _op(f"{name}/shape", "Shape", [matmul], T=tf.float32, out_type=tf.int32),
+            # takes the matmul's name: its consumers need no change
+            _op(name, "Reshape", [f"{name}/scaled", f"{name}/shape"], T=tf.float32, Tshape=tf.int32),
+        ]
         count += 1
     graph_def.node.extend(added)
     return count

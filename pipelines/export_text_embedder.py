@@ -8,8 +8,9 @@ encoder_config.json and vocab.txt), so a trained model gets an int8 embedder wit
 --pretrained minilm: the all-MiniLM-L6-v2 sentence encoder alone (384-d unit vectors, no projection
 head): a text embedder that needs no training, for text-to-text searchers.
 The tokenizer metadata (RegexTokenizer, or BertTokenizer for a BERT-like encoder) follows the model.
---quantize int8 is dynamic-range quantization, channel-equalized (see models/export.py): about 3.5x
-smaller, cosine >= 0.99 to float for MiniLM; on x86 with tflite-support 0.4.4 it is not faster.
+--quantize int8 is dynamic-range quantization, channel-equalized (see models/export.py): MiniLM
+90 -> 23 MB, cosine >= 0.99 to float, and somewhat faster in the Task Library (x86, 1 thread:
+26 vs 30 ms at 32 tokens). --dynamic-length (BERT-like encoders) skips the padding on the device.
 """
 
 from __future__ import annotations
