@@ -10,10 +10,10 @@ inputs ``ids`` / ``mask`` / ``segment_ids`` of length ``config.max_tokens`` (Ber
 metadata; the vocab passed must then be the backbone's WordPiece vocab.txt).
 
 ``quantize="int8"`` is dynamic-range quantization (``tf.lite.Optimize.DEFAULT``): int8 weights,
-float activations, about 4x smaller (MiniLM: 90 -> 23 MB). Dense weights are channel-equalized first so that the
-per-tensor scales the Task Library's runtime accepts lose no more than per-channel ones
-(models/tflite_quantization.py); benchmarks/text_embedder_benchmark.py measures speed and the
-cosine cost against the float Keras encoder.
+float activations, about 4x smaller (MiniLM: 90 -> 23 MB). Dense weights are channel-equalized
+first so that the per-tensor scales the Task Library's runtime accepts lose no more than
+per-channel ones (models/tflite_quantization.py); benchmarks/text_embedder_benchmark.py measures
+speed and the cosine cost against the float Keras encoder.
 """
 
 from __future__ import annotations
