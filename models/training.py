@@ -35,7 +35,7 @@ from models.text_tokenizer import Vocabulary
 class TrainOptions:
     epochs: int = 30
     batch_size: int = 64
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 1e-3
     patience: int = 4
     # Contrastive training from scratch first sits on a plateau (it matches backgrounds only)
