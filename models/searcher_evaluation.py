@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from models.errors import BeamlensError
+from models.tfrecord import read_records
 
 DEFAULT_KS = (1, 5, 10, 100)
 DEFAULT_LEAVES_SWEEP = (1, 2, 4, 8, 16, 32)
@@ -328,7 +329,7 @@ def read_shard_items(shards_dirs: str | Sequence[str], progress: Any = None) -> 
             path = os.path.join(folder, shard)
             if not tf.io.gfile.exists(path):
                 raise BeamlensError(f"shard {path} listed in {manifest_path} is missing")
-            for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            for serialized in read_records(path):
                 record = shard_format.decode_record(serialized)
                 if record.image_id in seen:
                     duplicates += 1

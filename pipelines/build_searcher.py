@@ -165,13 +165,12 @@ def find_shards(shards_dir: str, allow_missing_manifest: bool) -> tuple[list[str
 
 
 def _records(path: str):
-    import tensorflow as tf  # noqa: PLC0415
+    from models.tfrecord import CorruptRecordError, read_records  # noqa: PLC0415
 
     try:
-        for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
-            yield raw
-    except tf.errors.OpError as error:
-        raise BeamlensError(f"{path} is not a readable TFRecord shard: {error.message}") from error
+        yield from read_records(path)
+    except CorruptRecordError as error:
+        raise BeamlensError(f"{path} is not a readable TFRecord shard: {error}") from error
 
 
 def read_shards(shards_dirs: str | Sequence[str], work_dir: str, distance: str, normalize: bool,

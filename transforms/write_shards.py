@@ -44,10 +44,12 @@ from models.shard_format import (
     SHARD_SUFFIX,
     EmbeddingRecord,
     Manifest,
+    StoredRecord,
     decode_record,
     encode_record,
     write_text_atomically,
 )
+from models.tfrecord import read_records
 from transforms.read_images import ImageError
 
 ERRORS_SUFFIX = ".jsonl"
@@ -82,7 +84,7 @@ def _write_text(path: str, text: str) -> None:
     FileSystems.rename([temp], [path])
 
 
-def _key_outcome(outcome: EmbeddingRecord | ImageError, num_shards: int) -> tuple[int, Any]:
+def _key_outcome(outcome: EmbeddingRecord | StoredRecord | ImageError, num_shards: int) -> tuple[int, Any]:
     return shard_of(outcome.image_id, num_shards), outcome
 
 
@@ -103,9 +105,9 @@ class WriteShard(beam.DoFn):
         errors: dict[str, ImageError] = {}
         with tf.io.TFRecordWriter(temp_path) as writer:
             for outcome in outcomes:
-                if isinstance(outcome, EmbeddingRecord) and outcome.image_id not in seen:
+                if isinstance(outcome, (EmbeddingRecord, StoredRecord)) and outcome.image_id not in seen:
                     seen.add(outcome.image_id)
-                    writer.write(encode_record(outcome))
+                    writer.write(outcome.serialized if isinstance(outcome, StoredRecord) else encode_record(outcome))
                 elif isinstance(outcome, ImageError):
                     errors.setdefault(outcome.image_id, outcome)
         tf.io.gfile.rename(temp_path, shard_path, overwrite=True)
@@ -115,7 +117,9 @@ class WriteShard(beam.DoFn):
 
 
 class WriteEmbeddingsAndErrors(beam.PTransform):
-    """PCollection[EmbeddingRecord | ImageError] -> shards + error files (one sink on every runner)."""
+    """PCollection[EmbeddingRecord | StoredRecord | ImageError] -> shards + error files (one sink on every runner).
+
+    A StoredRecord (a re-index carrying an unchanged image) is written byte for byte."""
 
     def __init__(self, output_dir: str, num_shards: int) -> None:
         super().__init__()
@@ -180,13 +184,6 @@ def _expected_files(output_dir: str, prefix: str, suffix: str, num_shards: int) 
     return names
 
 
-def _read_records(path: str) -> Iterator[bytes]:
-    import tensorflow as tf  # noqa: PLC0415 (gfile reads local and gs:// shards alike)
-
-    for serialized in tf.data.TFRecordDataset(path):
-        yield serialized.numpy()
-
-
 def read_outputs(output_dir: str, num_shards: int, model_fingerprint: str) -> OutputSummary:
     """Read every shard and error file back; duplicates (same id, same vector) are tolerated."""
     shards = _expected_files(output_dir, SHARD_PREFIX, SHARD_SUFFIX, num_shards)
@@ -195,7 +192,7 @@ def read_outputs(output_dir: str, num_shards: int, model_fingerprint: str) -> Ou
     dimension = -1
     duplicates = 0
     for name in shards:
-        for serialized in _read_records(join(output_dir, name)):
+        for serialized in read_records(join(output_dir, name)):
             record: EmbeddingRecord = decode_record(serialized)
             vector = np.asarray(record.embedding, np.float32)
             where = f"{name}: record {record.image_id!r}"

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from models.searcher.wire import encode_varint, read_varint
+from models.tfrecord import masked_crc32c  # LevelDB blocks use the same checksum as TFRecord
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
 TRAILER_SIZE = 5
 NO_COMPRESSION = 0
 SNAPPY_COMPRESSION = 1
-_MASK_DELTA = 0xA282EAD8
 
 
 class TableError(ValueError):
@@ -77,13 +77,6 @@ def snappy_decompress(data: bytes) -> bytes:
     if len(out) != length:
         raise TableError(f"corrupt Snappy data: {len(out)} bytes, expected {length}")
     return bytes(out)
-
-
-def masked_crc32c(data: bytes) -> int:
-    import google_crc32c  # noqa: PLC0415
-
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
 @dataclass(frozen=True)

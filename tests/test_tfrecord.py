@@ -1,0 +1,59 @@
+"""models.tfrecord reads exactly what TensorFlow's TFRecordWriter writes, and refuses damaged files."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def _write(path, records):
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def test_reads_what_tensorflow_wrote(tmp_path):
+    from models.tfrecord import read_records
+
+    records = [b"", b"x", bytes(range(256)) * 40, "ünïcode".encode()]
+    _write(tmp_path / "a.tfrecord", records)
+    assert list(read_records(str(tmp_path / "a.tfrecord"))) == records
+    _write(tmp_path / "empty.tfrecord", [])
+    assert list(read_records(str(tmp_path / "empty.tfrecord"))) == []
+
+
+def test_masked_crc_matches_tensorflow_framing(tmp_path):
+    import struct
+
+    from models.tfrecord import masked_crc32c
+
+    _write(tmp_path / "one.tfrecord", [b"hello"])
+    data = (tmp_path / "one.tfrecord").read_bytes()
+    assert struct.unpack("<I", data[8:12])[0] == masked_crc32c(data[:8])
+    assert struct.unpack("<I", data[-4:])[0] == masked_crc32c(b"hello")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[:-3], "truncated in record 1"),
+    (lambda data: data[:5], "truncated after 0 records"),
+    (lambda data: data[:20] + bytes([data[20] ^ 0xFF]) + data[21:], "record 0: data checksum mismatch"),
+    (lambda data: b"this is not a tfrecord file at all", "record 0: length checksum mismatch"),
+])
+def test_damaged_files_fail_with_the_file_and_record_named(tmp_path, damage, message):
+    from models.tfrecord import CorruptRecordError, read_records
+
+    _write(tmp_path / "good.tfrecord", [b"first record bytes", b"second record"])
+    bad = tmp_path / "bad.tfrecord"
+    bad.write_bytes(damage((tmp_path / "good.tfrecord").read_bytes()))
+    with pytest.raises(CorruptRecordError, match=message) as caught:
+        list(read_records(str(bad)))
+    assert str(bad) in str(caught.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    from models.errors import BeamlensError
+    from models.tfrecord import read_records
+
+    with pytest.raises(BeamlensError, match="cannot read .*nothing.tfrecord"):
+        list(read_records(str(tmp_path / "nothing.tfrecord")))
