@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
@@ -39,6 +39,36 @@ class EmbeddingRecord:
     captions: tuple[str, ...] = ()
     model_fingerprint: str = ""
     content_hash: str = ""
+
+
+class StoredRecord(NamedTuple):
+    """A record as stored, with what a re-index decides on; ``serialized`` is written back as is.
+
+    Carrying the bytes (not an :class:`EmbeddingRecord`) through a re-index skips decoding the
+    vector, pickling it between steps and encoding it again: those were most of the cost of an
+    image that did not change.
+    """
+
+    image_id: str
+    uri: str
+    captions: tuple[str, ...]
+    model_fingerprint: str
+    content_hash: str
+    serialized: bytes
+
+
+def peek_record(serialized: bytes) -> StoredRecord:
+    """The identifying fields of one serialized record, without its vector."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    feature = tf.train.Example.FromString(serialized).features.feature
+
+    def _text(key: str) -> str:
+        values = feature[key].bytes_list.value if key in feature else []
+        return values[0].decode("utf-8") if values else ""
+
+    captions = tuple(v.decode("utf-8") for v in feature[CAPTIONS].bytes_list.value) if CAPTIONS in feature else ()
+    return StoredRecord(_text(IMAGE_ID), _text(URI), captions, _text(MODEL_FINGERPRINT), _text(CONTENT_HASH), serialized)
 
 
 def encode_record(record: EmbeddingRecord) -> bytes:

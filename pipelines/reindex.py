@@ -54,7 +54,8 @@ from models.errors import BeamlensError
 from models.fingerprint import model_fingerprint
 from models.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
 from pipelines.embed_images import EmbedOptions, model_image_size
-from models.shard_format import MANIFEST_NAME, EmbeddingRecord, Manifest, decode_record
+from models.shard_format import MANIFEST_NAME, EmbeddingRecord, Manifest, StoredRecord, decode_record, peek_record
+from models.tfrecord import read_records
 from transforms.decode import DecodeBatch, ImageBatch, only
 from transforms.inference import EmbedBatches
 from transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, iter_image_refs, read_image_bytes
@@ -103,13 +104,11 @@ class EmbedRef(NamedTuple):
 
 
 class ReadShard(beam.DoFn):
-    """A previous shard path -> (image_id, EmbeddingRecord) for every record in it."""
+    """A previous shard path -> (image_id, StoredRecord) for every record in it (vector not decoded)."""
 
-    def process(self, path: str) -> Iterator[tuple[str, EmbeddingRecord]]:
-        import tensorflow as tf  # noqa: PLC0415 (gfile: local and gs:// alike)
-
-        for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
-            record = decode_record(serialized)
+    def process(self, path: str) -> Iterator[tuple[str, StoredRecord]]:
+        for serialized in read_records(path):
+            record = peek_record(serialized)
             yield record.image_id, record
 
 
@@ -121,7 +120,11 @@ def _hash_uri(uri: str) -> Optional[str]:
 
 
 class Classify(beam.DoFn):
-    """(id, {current: [ImageRef], previous: [EmbeddingRecord]}) -> carried record | EmbedRef, + PlanEntry."""
+    """(id, {current: [ImageRef], previous: [StoredRecord]}) -> carried record | EmbedRef, + PlanEntry.
+
+    A carried image whose captions and uri are unchanged keeps its stored bytes (StoredRecord);
+    one with new captions or a new uri is decoded and gets them (EmbeddingRecord, vector untouched).
+    """
 
     def __init__(self, model_fingerprint: str) -> None:
         self._fingerprint = model_fingerprint
@@ -137,9 +140,13 @@ class Classify(beam.DoFn):
             self._fingerprint,
             _hash_uri,
         )
-        yield PlanEntry(image_id, decision.action.value, decision.captions_changed or decision.uri_changed)
-        if decision.action is Action.CARRY:
-            yield dataclasses.replace(records[0], captions=tuple(refs[0].captions), uri=refs[0].uri)
+        metadata_changed = decision.captions_changed or decision.uri_changed
+        yield PlanEntry(image_id, decision.action.value, metadata_changed)
+        if decision.action is Action.CARRY and not metadata_changed:
+            yield records[0]
+        elif decision.action is Action.CARRY:
+            record = decode_record(records[0].serialized)
+            yield dataclasses.replace(record, captions=tuple(refs[0].captions), uri=refs[0].uri)
         elif decision.action.embeds:
             yield EmbedRef(refs[0])
 
@@ -241,6 +248,7 @@ def build_pipeline(
     decisions = {"current": current, "previous": previous} | "Join" >> beam.CoGroupByKey() | "Classify" >> beam.ParDo(Classify(fingerprint))
 
     carried = decisions | "OnlyCarried" >> beam.FlatMap(only(EmbeddingRecord))
+    carried_as_stored = decisions | "OnlyCarriedAsStored" >> beam.FlatMap(only(StoredRecord))
     outcomes = (
         decisions
         | "OnlyToEmbed" >> beam.FlatMap(only(EmbedRef))
@@ -264,7 +272,7 @@ def build_pipeline(
     )
     # One sink (Dask runs only the last branch): the plan writer's empty output feeds it too.
     _ = (
-        (carried, embedded, decode_errors, plan_written)
+        (carried, carried_as_stored, embedded, decode_errors, plan_written)
         | "AllOutcomes" >> beam.Flatten()
         | "Write" >> WriteEmbeddingsAndErrors(shards_dir, shards)
     )

@@ -102,6 +102,19 @@ def _records(version: Path) -> dict:
     return h.read_shards(version / "shards")
 
 
+def _serialized(version: Path) -> dict[str, bytes]:
+    """Each record's stored bytes by image id, read with tf.data (independent of our reader)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from models.shard_format import decode_record  # noqa: PLC0415
+
+    found = {}
+    for shard in sorted((version / "shards").glob("embeddings-*-of-*.tfrecord")):
+        for serialized in tf.data.TFRecordDataset(str(shard)):
+            found[decode_record(serialized.numpy()).image_id] = serialized.numpy()
+    return found
+
+
 def _fresh(world, ids: list[str], encoder: Path | None = None) -> dict[str, np.ndarray]:
     corpus: Corpus = world["corpus"]
     paths = [corpus.path(i) for i in ids]
@@ -149,6 +162,7 @@ def test_2_unchanged_corpus_embeds_nothing_and_reuses_the_searcher(world):
     for image_id, record in old.items():
         assert new[image_id].embedding.tobytes() == record.embedding.tobytes()
         assert new[image_id].content_hash == record.content_hash
+    assert _serialized(version) == _serialized(world["v1"])  # carried records are written byte for byte
     a = (world["v1"] / "searchers" / "text_searcher.tflite").read_bytes()
     assert (version / "searchers" / "text_searcher.tflite").read_bytes() == a
     world["v2"] = version
@@ -162,6 +176,7 @@ def test_3_new_changed_deleted_and_recaptioned_images(world):
     corpus.delete(5)
     corpus.recaption(2, "a brand new caption")
     before = _records(world["v2"])
+    before_bytes = _serialized(world["v2"])
 
     report = reindex.run(_args(world), save_main_session=False)
     version = _latest(world)
@@ -173,6 +188,9 @@ def test_3_new_changed_deleted_and_recaptioned_images(world):
     assert sorted(records) == corpus.ids() and "5" not in records
     for image_id in ("1", "2", "4", "6", "7", "8"):  # carried: the exact previous bytes
         assert records[image_id].embedding.tobytes() == before[image_id].embedding.tobytes()
+    stored = _serialized(version)
+    assert all(stored[i] == before_bytes[i] for i in ("1", "4", "6", "7", "8"))  # untouched records: same bytes
+    assert stored["2"] != before_bytes["2"]  # re-captioned: re-encoded around the same vector
     assert records["2"].captions == ("a brand new caption",)
     _assert_embedded_fresh(world, records, ["101", "102", "3"])
     assert not np.allclose(records["3"].embedding, before["3"].embedding)
