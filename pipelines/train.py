@@ -32,7 +32,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--val-captions", default=None)
     p.add_argument("--val-images", default=None)
     p.add_argument("--out", required=True)
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=30,
+                   help="at most this many (early stopping on val loss); from scratch the model was still improving at 20: "
+                        "held-out top-10 0.66 / attribute recall@10 0.75 at 20, 0.79 / 0.85 at 30 on the default corpus")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--learning-rate", type=float, default=3e-3)
     p.add_argument("--image-size", type=int, default=None,
