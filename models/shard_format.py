@@ -29,6 +29,8 @@ EMBEDDING = "embedding"  # float_list: L2-normalized vector
 CAPTIONS = "captions"  # bytes_list: zero or more captions
 MODEL_FINGERPRINT = "model_fingerprint"  # bytes: fingerprint of the encoder that made the vector
 CONTENT_HASH = "content_hash"  # bytes: sha256 hex of the image file bytes (for re-indexing)
+FILE_SIZE = "file_size"  # int64: the image file's size when it was read (-1: unknown)
+FILE_MTIME_US = "file_mtime_us"  # int64: its modification time, microseconds since the epoch (-1: unknown)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class EmbeddingRecord:
     captions: tuple[str, ...] = ()
     model_fingerprint: str = ""
     content_hash: str = ""
+    file_size: int = -1
+    file_mtime_us: int = -1
 
 
 class StoredRecord(NamedTuple):
@@ -54,6 +58,8 @@ class StoredRecord(NamedTuple):
     captions: tuple[str, ...]
     model_fingerprint: str
     content_hash: str
+    file_size: int
+    file_mtime_us: int
     serialized: bytes
 
 
@@ -68,7 +74,13 @@ def peek_record(serialized: bytes) -> StoredRecord:
         return values[0].decode("utf-8") if values else ""
 
     captions = tuple(v.decode("utf-8") for v in feature[CAPTIONS].bytes_list.value) if CAPTIONS in feature else ()
-    return StoredRecord(_text(IMAGE_ID), _text(URI), captions, _text(MODEL_FINGERPRINT), _text(CONTENT_HASH), serialized)
+    return StoredRecord(_text(IMAGE_ID), _text(URI), captions, _text(MODEL_FINGERPRINT), _text(CONTENT_HASH),
+                        _int(feature, FILE_SIZE), _int(feature, FILE_MTIME_US), serialized)
+
+
+def _int(feature, key: str) -> int:
+    values = feature[key].int64_list.value if key in feature else []
+    return int(values[0]) if values else -1
 
 
 def encode_record(record: EmbeddingRecord) -> bytes:
@@ -89,6 +101,8 @@ def encode_record(record: EmbeddingRecord) -> bytes:
                 CAPTIONS: _bytes(list(record.captions)),
                 MODEL_FINGERPRINT: _bytes([record.model_fingerprint]),
                 CONTENT_HASH: _bytes([record.content_hash]),
+                FILE_SIZE: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(record.file_size)])),
+                FILE_MTIME_US: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(record.file_mtime_us)])),
             }
         )
     )
@@ -115,6 +129,8 @@ def decode_record(serialized: bytes) -> EmbeddingRecord:
         else (),
         model_fingerprint=_text(MODEL_FINGERPRINT),
         content_hash=_text(CONTENT_HASH),
+        file_size=_int(feature, FILE_SIZE),
+        file_mtime_us=_int(feature, FILE_MTIME_US),
     )
 
 

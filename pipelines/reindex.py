@@ -58,7 +58,8 @@ from models.shard_format import MANIFEST_NAME, EmbeddingRecord, Manifest, Stored
 from models.tfrecord import read_records
 from transforms.decode import DecodeBatch, ImageBatch, only
 from transforms.inference import EmbedBatches
-from transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, iter_image_refs, read_image_bytes
+from transforms.read_images import (ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, file_stamp,
+                                    iter_image_refs, read_image_bytes)
 from transforms.write_shards import WriteEmbeddingsAndErrors, prepare_output, read_outputs, reconcile, write_manifest
 
 DEFAULT_NUM_SHARDS = 4
@@ -83,6 +84,9 @@ class ReindexOptions(PipelineOptions):
         parser.add_argument("--no-searcher", "--no_searcher", dest="no_searcher", action="store_true", default=False, help="publish shards only (build the searcher elsewhere)")
         parser.add_argument("--embed-buckets", "--embed_buckets", dest="embed_buckets", type=int, default=0, help="groups the images to embed are batched in (default: from the corpus size)")
         parser.add_argument("--keep-versions", "--keep_versions", dest="keep_versions", type=int, default=3, help="finished versions kept under the root (older ones deleted); 0 keeps all")
+        parser.add_argument("--rehash", dest="rehash", action="store_true", default=False,
+                            help="read and hash every file, even those whose size and modification time are the "
+                                 "stored ones (default: those are taken as unchanged without reading them)")
         parser.add_argument("--searcher-arg", "--searcher_arg", dest="searcher_args", action="append", default=[], help="extra argument for build-searcher, repeatable (e.g. --searcher-arg=--score=brute_force)")
 
 
@@ -95,6 +99,7 @@ class PlanEntry(NamedTuple):
     image_id: str
     action: str
     metadata_changed: bool
+    hashed: bool = False
 
 
 class EmbedRef(NamedTuple):
@@ -112,6 +117,10 @@ class ReadShard(beam.DoFn):
             yield record.image_id, record
 
 
+def _stored_stamp(record: StoredRecord) -> Optional[tuple[int, int]]:
+    return (record.file_size, record.file_mtime_us) if record.file_size >= 0 and record.file_mtime_us >= 0 else None
+
+
 def _hash_uri(uri: str) -> Optional[str]:
     try:
         return content_hash(read_image_bytes(uri))
@@ -122,31 +131,37 @@ def _hash_uri(uri: str) -> Optional[str]:
 class Classify(beam.DoFn):
     """(id, {current: [ImageRef], previous: [StoredRecord]}) -> carried record | EmbedRef, + PlanEntry.
 
-    A carried image whose captions and uri are unchanged keeps its stored bytes (StoredRecord);
-    one with new captions or a new uri is decoded and gets them (EmbeddingRecord, vector untouched).
+    A carried image whose captions, uri and file stamp are unchanged keeps its stored bytes
+    (StoredRecord); otherwise it is decoded and gets the new ones (EmbeddingRecord, vector
+    untouched), so a touched but unchanged file is hashed once, not on every run.
     """
 
-    def __init__(self, model_fingerprint: str) -> None:
+    def __init__(self, model_fingerprint: str, trust_stamps: bool = True) -> None:
         self._fingerprint = model_fingerprint
+        self._trust_stamps = trust_stamps
 
     def process(self, joined: tuple[str, dict[str, Iterable[Any]]]) -> Iterator[Any]:
         image_id, sides = joined
         refs = list(sides["current"])
         records = list(sides["previous"])
+        stamp = file_stamp(refs[0].uri) if refs and records else None  # only images in both are compared
         decision: Decision = decide(
             image_id,
-            [Current(r.uri, tuple(r.captions)) for r in refs],
-            [Previous(r.content_hash, r.model_fingerprint, tuple(r.captions), r.uri) for r in records],
+            [Current(r.uri, tuple(r.captions), stamp) for r in refs],
+            [Previous(r.content_hash, r.model_fingerprint, tuple(r.captions), r.uri, _stored_stamp(r)) for r in records],
             self._fingerprint,
             _hash_uri,
+            self._trust_stamps,
         )
         metadata_changed = decision.captions_changed or decision.uri_changed
-        yield PlanEntry(image_id, decision.action.value, metadata_changed)
-        if decision.action is Action.CARRY and not metadata_changed:
+        yield PlanEntry(image_id, decision.action.value, metadata_changed, decision.hashed)
+        if decision.action is Action.CARRY and not metadata_changed and _stored_stamp(records[0]) == stamp:
             yield records[0]
         elif decision.action is Action.CARRY:
             record = decode_record(records[0].serialized)
-            yield dataclasses.replace(record, captions=tuple(refs[0].captions), uri=refs[0].uri)
+            size, mtime_us = stamp or (-1, -1)
+            yield dataclasses.replace(record, captions=tuple(refs[0].captions), uri=refs[0].uri,
+                                      file_size=size, file_mtime_us=mtime_us)
         elif decision.action.embeds:
             yield EmbedRef(refs[0])
 
@@ -213,7 +228,7 @@ class WritePlanShard(beam.DoFn):
         plan = PlanCounts()
         for image_id in sorted(unique):
             entry = unique[image_id]
-            plan.add(Decision(image_id, Action(entry.action), captions_changed=entry.metadata_changed))
+            plan.add(Decision(image_id, Action(entry.action), captions_changed=entry.metadata_changed, hashed=entry.hashed))
         path = FileSystems.join(self._plan_dir, f"plan-{shard:05d}-of-{self._shards:05d}.json")
         text = json.dumps(plan.to_dict(), sort_keys=True)
         if "://" in path:
@@ -234,6 +249,7 @@ def build_pipeline(
     shards_dir: str,
     plan_dir: str,
     buckets: int,
+    trust_stamps: bool = True,
 ) -> None:
     current = (
         pipeline
@@ -245,7 +261,7 @@ def build_pipeline(
         | "PreviousShards" >> beam.Create(previous_shards or [], reshuffle=False)
         | "ReadShards" >> beam.ParDo(ReadShard())
     )
-    decisions = {"current": current, "previous": previous} | "Join" >> beam.CoGroupByKey() | "Classify" >> beam.ParDo(Classify(fingerprint))
+    decisions = {"current": current, "previous": previous} | "Join" >> beam.CoGroupByKey() | "Classify" >> beam.ParDo(Classify(fingerprint, trust_stamps))
 
     carried = decisions | "OnlyCarried" >> beam.FlatMap(only(EmbeddingRecord))
     carried_as_stored = decisions | "OnlyCarriedAsStored" >> beam.FlatMap(only(StoredRecord))
@@ -437,7 +453,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_
               f"model {fingerprint}; writing {version_dir}")
 
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(pipeline, source, previous_shards, embed, image_size, fingerprint, shards_dir, plan_dir, buckets)
+    build_pipeline(pipeline, source, previous_shards, embed, image_size, fingerprint, shards_dir, plan_dir, buckets,
+                   trust_stamps=not opts.rehash)
     beam_started = time.monotonic()
     result = pipeline.run()
     result.wait_until_finish()
@@ -454,7 +471,8 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_
              "previous": previous.shards_dir if previous else None, "image_size": image_size, "source": source.describe()}
     options_record = {k: v for k, v in embed.get_all_options(drop_default=False).items() if isinstance(v, (str, int, float, bool, type(None)))}
     write_manifest(shards_dir, summary, fingerprint, options_record, extra)
-    _progress(f"plan {plan.to_dict()['counts']}, metadata updated {plan.metadata_updated}; "
+    _progress(f"plan {plan.to_dict()['counts']}, metadata updated {plan.metadata_updated}, files hashed {plan.hashed}"
+              f"{' (--rehash)' if opts.rehash else ' (the rest: size and mtime unchanged)'}; "
               f"wrote {len(summary.embedded_ids)} records + {len(summary.error_ids)} errors in {beam_seconds:.1f} s ({runner})")
 
     embedders = {"text": _file_fingerprint(opts.text_embedder), "image": _file_fingerprint(opts.image_embedder)}

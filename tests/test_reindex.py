@@ -157,6 +157,7 @@ def test_2_unchanged_corpus_embeds_nothing_and_reuses_the_searcher(world):
     assert version != world["v1"]
     assert report["plan"]["counts"] == {"carry": 8, "new": 0, "changed": 0, "model_changed": 0, "deleted": 0}
     assert report["plan"]["embedded"] == 0
+    assert report["plan"]["hashed"] == 0  # every file kept its size and mtime: none was read
     assert report["searcher"]["action"] == "reused"
     old, new = _records(world["v1"]), _records(version)
     for image_id, record in old.items():
@@ -183,6 +184,7 @@ def test_3_new_changed_deleted_and_recaptioned_images(world):
     counts = report["plan"]["counts"]
     assert counts == {"carry": 6, "new": 2, "changed": 1, "model_changed": 0, "deleted": 1}
     assert report["plan"]["metadata_updated"] == 1
+    assert report["plan"]["hashed"] == 1  # only image 3's stamp moved; the re-captioned 2 was not read
     assert report["plan"]["sample_ids"] == {"changed": ["3"], "deleted": ["5"], "new": ["101", "102"]}
     records = _records(version)
     assert sorted(records) == corpus.ids() and "5" not in records
@@ -282,3 +284,38 @@ def test_6_incremental_run_on_dask_two_worker_local_cluster(world, tmp_path):
     for image_id in set(ids) - set(fresh):
         assert records[image_id].embedding.tobytes() == before[image_id].embedding.tobytes()
     assert report["searcher"]["action"] == "built"
+
+
+def test_7_file_stamps_decide_which_files_are_read(world, tmp_path):
+    """Size + mtime unchanged: carried unread. Touched: hashed once, then its new stamp is kept.
+    A rewrite that keeps size and mtime is only caught by --rehash (the documented trade-off)."""
+    import os
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n, photo in enumerate(h.coco_mini_photos(4)):
+        (folder / f"p{n}.jpg").write_bytes(photo.read_bytes() + b"beamlens-A")
+    out = tmp_path / "index"
+    args = ["--output-root", str(out), "--input-glob", str(folder / "*.jpg"), "--model", str(world["encoder"]),
+            "--no-searcher", "--num-shards", "2", "--max-batch-size", "2", "--runner", "FnApiRunner"]
+    reindex.run(args, save_main_session=False)
+    first = _records(out / vo.read_latest(str(out)))
+    p0, p1 = str(folder / "p0.jpg"), str(folder / "p1.jpg")
+    assert first[p0].file_size == os.stat(p0).st_size and first[p0].file_mtime_us == os.stat(p0).st_mtime_ns // 1000
+
+    later = os.stat(p0).st_mtime_ns + 5_000_000_000
+    os.utime(p0, ns=(later, later))  # touched, same bytes
+    report = reindex.run(args, save_main_session=False)
+    assert report["plan"]["counts"]["carry"] == 4 and report["plan"]["hashed"] == 1
+    touched = _records(out / vo.read_latest(str(out)))[p0]
+    assert touched.file_mtime_us == later // 1000 and touched.embedding.tobytes() == first[p0].embedding.tobytes()
+    assert reindex.run(args, save_main_session=False)["plan"]["hashed"] == 0  # the new stamp was stored
+
+    stamp = os.stat(p1)
+    (folder / "p1.jpg").write_bytes((folder / "p1.jpg").read_bytes()[:-1] + b"B")  # same size, new bytes
+    os.utime(p1, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # ...and the old mtime
+    missed = reindex.run(args, save_main_session=False)
+    assert missed["plan"]["counts"]["changed"] == 0 and missed["plan"]["hashed"] == 0
+    caught = reindex.run([*args, "--rehash"], save_main_session=False)
+    assert caught["plan"]["counts"]["changed"] == 1 and caught["plan"]["hashed"] == 4
+    assert caught["plan"]["sample_ids"]["changed"] == [p1]

@@ -31,7 +31,7 @@ def test_decide_covers_every_case_and_hashes_only_when_needed():
     assert decide("m", [Current("a.jpg")], prev("h1", fp="sha256:old"), FP, hash_current).action is Action.EMBED_MODEL
     assert calls == []  # none of these needed the bytes
     same = decide("a", [Current("a.jpg", ("x",))], prev("h1"), FP, hash_current)
-    assert same == Decision("a", Action.CARRY, False, False, "h1")
+    assert same == Decision("a", Action.CARRY, False, False, "h1", hashed=True)
     recaptioned = decide("a", [Current("a.jpg", ("y",))], prev("h1"), FP, hash_current)
     assert recaptioned.action is Action.CARRY and recaptioned.captions_changed and not recaptioned.uri_changed
     changed = decide("b", [Current("b.jpg", ("x",))], prev("h2-old", uri="b.jpg"), FP, hash_current)
@@ -43,6 +43,31 @@ def test_decide_covers_every_case_and_hashes_only_when_needed():
     moved = decide("a", [Current("elsewhere/a.jpg", ("x",))], [Previous("h1", FP, ("x",), "a.jpg")], FP,
                    lambda uri: "h1")
     assert moved.action is Action.CARRY and moved.uri_changed
+
+
+def test_an_unchanged_stamp_carries_without_reading_the_file():
+    hash_current, calls = _hashes({"a.jpg": "h1", "b.jpg": "h2-new"})
+    stored = [Previous("h1", FP, ("x",), "a.jpg", stamp=(1000, 5))]
+    quick = decide("a", [Current("a.jpg", ("y",), stamp=(1000, 5))], stored, FP, hash_current)
+    assert quick == Decision("a", Action.CARRY, captions_changed=True, current_hash="h1", hashed=False)
+    assert calls == []
+    touched = decide("a", [Current("a.jpg", ("x",), stamp=(1000, 6))], stored, FP, hash_current)
+    assert touched.action is Action.CARRY and touched.hashed and calls == ["a.jpg"]
+    rewritten = decide("b", [Current("b.jpg", stamp=(1000, 7))], [Previous("h2-old", FP, (), "b.jpg", (1000, 5))],
+                       FP, hash_current)
+    assert rewritten.action is Action.EMBED_CHANGED and rewritten.hashed
+    unknown = decide("a", [Current("a.jpg", ("x",), stamp=None)], stored, FP, hash_current)
+    assert unknown.hashed  # no stamp now (unreadable metadata): read the bytes
+    never_stored = decide("a", [Current("a.jpg", ("x",), stamp=(1000, 5))], [Previous("h1", FP, ("x",), "a.jpg")], FP,
+                          hash_current)
+    assert never_stored.hashed  # records written before stamps existed are hashed
+    calls.clear()
+    rehash = decide("a", [Current("a.jpg", ("x",), stamp=(1000, 5))], stored, FP, hash_current, trust_stamps=False)
+    assert rehash.action is Action.CARRY and rehash.hashed and calls == ["a.jpg"]
+    plan = PlanCounts()
+    for decision in (quick, touched, rewritten, rehash):
+        plan.add(decision)
+    assert plan.hashed == 3 and PlanCounts.from_dict(plan.to_dict()).hashed == 3
 
 
 def test_plan_counts_merge_and_round_trip():

@@ -25,6 +25,7 @@ from transforms.read_images import (
     ImageReadError,
     ImageRef,
     content_hash,
+    file_stamp,
     read_image_bytes,
 )
 
@@ -36,6 +37,8 @@ class ImageMeta(NamedTuple):
     uri: str
     captions: tuple[str, ...]
     content_hash: str
+    file_size: int = -1  # the file's stamp when read (transforms.read_images.file_stamp)
+    file_mtime_us: int = -1
 
 
 class ImageBatch(NamedTuple):
@@ -76,6 +79,7 @@ class DecodeBatch(beam.DoFn):
     def process(self, refs: Sequence[ImageRef]) -> Iterator[Outcome]:
         items: list[tuple[ImageMeta, np.ndarray]] = []
         for ref in refs:
+            stamp = file_stamp(ref.uri) or (-1, -1)  # before reading: a file changed meanwhile is re-hashed next time
             try:
                 data = read_image_bytes(ref.uri)
             except ImageReadError as error:
@@ -89,6 +93,6 @@ class DecodeBatch(beam.DoFn):
                 yield ImageError(ref.image_id, ref.uri, error.reason, "decode")
                 continue
             self._decoded.inc()
-            items.append((ImageMeta(ref.image_id, ref.uri, tuple(ref.captions), content_hash(data)), pixels))
+            items.append((ImageMeta(ref.image_id, ref.uri, tuple(ref.captions), content_hash(data), *stamp), pixels))
         if items:
             yield ImageBatch(items)

@@ -144,6 +144,8 @@ class ToEmbeddingRecord(beam.DoFn):
                 captions=tuple(meta.captions),
                 model_fingerprint=self._fingerprint,
                 content_hash=meta.content_hash,
+                file_size=meta.file_size,
+                file_mtime_us=meta.file_mtime_us,
             )
 
     def _report_progress(self) -> None:

@@ -16,6 +16,7 @@ listed and shuffled; image bytes are read after the shuffle, on the worker that 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
@@ -161,6 +162,25 @@ def read_image_bytes(uri: str) -> bytes:
         if "No such file" in text or "not found" in text.lower():
             raise ImageReadError("file not found") from None
         raise ImageReadError(f"cannot read file: {type(error).__name__}: {text[:300]}") from None
+
+
+def file_stamp(uri: str) -> tuple[int, int] | None:
+    """(size in bytes, modification time in microseconds) of a file, or None if it cannot be had.
+
+    A re-index compares it with the stamp stored at embedding time and hashes only files whose
+    stamp changed (the quick check of rsync and make); local files are stat-ed, others matched
+    through Beam's filesystems (on object stores the time is the upload's).
+    """
+    try:
+        if "://" not in uri:
+            info = os.stat(uri)
+            return info.st_size, info.st_mtime_ns // 1000
+        matched = FileSystems.match([uri])[0].metadata_list
+    except Exception:  # missing, unreadable, or a filesystem that cannot match: no stamp, so it is hashed
+        return None
+    if len(matched) != 1 or matched[0].last_updated_in_seconds is None:
+        return None
+    return int(matched[0].size_in_bytes), int(round(matched[0].last_updated_in_seconds * 1e6))
 
 
 def content_hash(data: bytes) -> str:
