@@ -471,8 +471,9 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_
              "previous": previous.shards_dir if previous else None, "image_size": image_size, "source": source.describe()}
     options_record = {k: v for k, v in embed.get_all_options(drop_default=False).items() if isinstance(v, (str, int, float, bool, type(None)))}
     write_manifest(shards_dir, summary, fingerprint, options_record, extra)
-    _progress(f"plan {plan.to_dict()['counts']}, metadata updated {plan.metadata_updated}, files hashed {plan.hashed}"
-              f"{' (--rehash)' if opts.rehash else ' (the rest: size and mtime unchanged)'}; "
+    compared = plan.get(Action.CARRY) + plan.get(Action.EMBED_CHANGED)
+    _progress(f"plan {plan.to_dict()['counts']}, metadata updated {plan.metadata_updated}; files read to compare "
+              f"{plan.hashed} of {compared} in both versions{' (--rehash)' if opts.rehash else ' (others: same size and mtime)'}; "
               f"wrote {len(summary.embedded_ids)} records + {len(summary.error_ids)} errors in {beam_seconds:.1f} s ({runner})")
 
     embedders = {"text": _file_fingerprint(opts.text_embedder), "image": _file_fingerprint(opts.image_embedder)}
