@@ -163,6 +163,20 @@ def print_summary(figures: dict) -> None:
           f"searcher file {sizes.get('searcher', 0) / 1e6:.2f} MB")
 
 
+def forget_other_backbones(workdir: Path, backbones: dict[str, str]) -> None:
+    """A model trained with other backbones (and all made from it) is redone; the corpus is kept."""
+    trained = workdir / "model" / "encoder_config.json"
+    if not trained.exists():
+        return
+    done = json.loads(trained.read_text())
+    if (done.get("image_backbone"), done.get("text_backbone")) == (backbones["image"], backbones["text"]):
+        return
+    print(f"{workdir / 'model'} was trained with {done.get('image_backbone')} + {done.get('text_backbone')}: "
+          f"training again with {backbones['image']} + {backbones['text']} (the corpus is reused)", flush=True)
+    for name in ("model", "shards", "searchers", "report"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="beamlens demo", description=__doc__)
     parser.add_argument("--workdir", default="build/demo", help="where everything is written (default %(default)s)")
@@ -181,13 +195,7 @@ def main(argv: list[str]) -> int:
     print(f"backbones: image {backbones['image']}, text {backbones['text']}"
           + (" (pretrained, frozen: only the projection heads train)" if backbones == PRETRAINED else " (trained from scratch)"),
           flush=True)
-    trained = workdir / "model" / "encoder_config.json"
-    if trained.exists():
-        done = json.loads(trained.read_text())
-        if (done.get("image_backbone"), done.get("text_backbone")) != (backbones["image"], backbones["text"]):
-            raise BeamlensError(f"{workdir} holds a model trained with {done.get('image_backbone')} + "
-                                f"{done.get('text_backbone')}; run with --fresh to start over with "
-                                f"{backbones['image']} + {backbones['text']} (or --backbones to match it)")
+    forget_other_backbones(workdir, backbones)
     run_steps(plan_steps(workdir, args.num_images, args.epochs, backbones))
     report = workdir / "report" / "report.html"
     summary = workdir / "report" / "report.json"

@@ -64,9 +64,12 @@ def test_plan_trains_with_the_chosen_backbones(tmp_path: Path) -> None:
     assert train[train.index("--text-backbone") + 1] == "minilm"
 
 
-def test_a_workdir_trained_with_other_backbones_is_not_reused_silently(tmp_path: Path, capsys) -> None:
-    (tmp_path / "model").mkdir()
+def test_a_model_trained_with_other_backbones_is_redone_and_the_corpus_kept(tmp_path: Path, capsys) -> None:
+    for name in ("corpus", "model", "shards", "searchers", "report"):
+        (tmp_path / name).mkdir()
     (tmp_path / "model" / "encoder_config.json").write_text('{"image_backbone": "scratch_cnn", "text_backbone": "scratch_text"}')
-    with pytest.raises(BeamlensError, match="trained with scratch_cnn \\+ scratch_text; run with --fresh"):
-        demo.main(["--workdir", str(tmp_path), "--backbones", "pretrained"])
-    assert "backbones: image efficientnet_lite0, text minilm (pretrained" in capsys.readouterr().out
+    demo.forget_other_backbones(tmp_path, demo.SCRATCH)
+    assert (tmp_path / "model").exists()  # same backbones: reused
+    demo.forget_other_backbones(tmp_path, demo.PRETRAINED)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
+    assert "trained with scratch_cnn + scratch_text: training again with efficientnet_lite0 + minilm" in capsys.readouterr().out
