@@ -13,7 +13,8 @@ caption through MiniLM again to get the same numbers, so this module computes th
 3. the trained head weights are set into full encoders (backbone + head), which export as usual.
 
 Measured on the 2,000-image default corpus with EfficientNet-Lite0 + MiniLM (2 CPU cores): the
-feature pass is the whole cost; an epoch of head training takes about a second.
+feature pass (2,000 images at ~30/s, 6,000 captions at ~90/s) took ~135 s of a 184 s run; an epoch
+of head training then takes 1-2 s.
 """
 
 from __future__ import annotations
