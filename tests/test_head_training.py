@@ -81,14 +81,16 @@ def test_train_cli_with_pretrained_backbones_trains_heads_and_exports(tmp_path, 
     vision = keras.models.load_model(out / "vision_encoder.keras")
     text = keras.models.load_model(out / "text_encoder.keras")
     models = EncoderModels(vision, text, BertTokenizer.load(str(out / "vocab.txt")), 224, config["max_tokens"])
-    images = load_split("val", str(VAL_CAPTIONS), None, 224).images[:8]
+    images = load_split("train", str(TRAIN_CAPTIONS), None, 224).images
     image_vectors = embed_images(models, [im.path for im in images])
-    caption_vectors = embed_texts(models, [im.captions[0] for im in images])
-    assert image_vectors.shape == (8, 32) and caption_vectors.shape == (8, 32)
+    captions = [(row, caption) for row, im in enumerate(images) for caption in im.captions]
+    caption_vectors = embed_texts(models, [caption for _, caption in captions])
+    assert image_vectors.shape == (29, 32) and caption_vectors.shape == (145, 32)
     np.testing.assert_allclose(np.linalg.norm(image_vectors, axis=1), 1.0, atol=1e-5)
-    # Trained heads, not random ones: a caption ranks its own image above chance on held-out photos.
-    ranks = [int(np.sum(image_vectors @ c > image_vectors[i] @ c)) for i, c in enumerate(caption_vectors)]
-    assert np.mean(ranks) < 3.5, ranks  # chance: 3.5 of 8
+    # The exported encoders carry the trained heads (random ones score at chance, 1/29): a caption
+    # finds its own photo first far more often than chance.
+    top1 = np.mean([int(np.argmax(image_vectors @ vector)) == row for (row, _), vector in zip(captions, caption_vectors)])
+    assert top1 >= 0.6, top1  # measured 0.93
 
 
 def test_several_caption_files_make_one_split_and_mismatched_folders_are_refused(tmp_path):
