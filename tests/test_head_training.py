@@ -54,7 +54,7 @@ def test_feature_pairs_match_their_own_image_and_caption(tmp_path):
 
 def test_train_cli_with_pretrained_backbones_trains_heads_and_exports(tmp_path, capsys):
     """beamlens train --image-backbone efficientnet_lite0 --text-backbone minilm: features computed
-    once, heads trained, and the exported full encoders give what the heads gave on the features."""
+    once, heads trained, and the exported full encoders carry the trained heads."""
     from pipelines import train
 
     out = tmp_path / "model"
