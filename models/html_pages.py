@@ -193,7 +193,8 @@ def render_evaluation_report(
             [
                 (f"max_results = {k}", v["p50"], v["p95"], v["p99"], v["mean"])
                 for k, v in sorted(report.get("latency_ms_by_k", {report["max_results"]: lat}).items(), key=lambda kv: int(kv[0]))
-            ],
+            ] + [("TextEmbedder alone (the encoder's share)", v["p50"], v["p95"], v["p99"], v["mean"])
+                 for v in [report["text_embedder_latency_ms"]] if "text_embedder_latency_ms" in report],
         ),
         table(
             ["file", "bytes", "MB"],

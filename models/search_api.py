@@ -210,6 +210,17 @@ def embed_text(text_embedder_path: str | os.PathLike, texts: Sequence[str], l2_n
     return _call(_embed_texts, path, texts, bool(l2_normalize))
 
 
+def time_text_embedder(text_embedder_path: str | os.PathLike, texts: Sequence[str], warmup: int = 3) -> list[float]:
+    """Milliseconds per query of the Task Library ``TextEmbedder`` alone (1 thread), after ``warmup``.
+
+    Beside TextSearcher latencies it splits a query's time between the text encoder and the index:
+    with a BERT-sized encoder the encoder is most of it, and leaves searched barely show.
+    """
+    path = check_readable_file(text_embedder_path, "text embedder")
+    texts = [check_text_query(t) for t in texts]
+    return _call(_time_embed_texts, path, texts, int(warmup))
+
+
 # ---------------------------------------------------------------------------------------------
 # Task Library side (runs in a process prepared for tflite-support)
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +367,7 @@ def _search(handle: int, payloads: list[tuple[str, Any]], k: int) -> list[tuple[
     return replies
 
 
-def _embed_texts(path: str, texts: list[str], l2_normalize: bool) -> np.ndarray:
+def _text_embedder(path: str, l2_normalize: bool) -> Any:
     from tflite_support.task import core, processor, text  # noqa: PLC0415
 
     options = text.TextEmbedderOptions(
@@ -364,15 +375,35 @@ def _embed_texts(path: str, texts: list[str], l2_normalize: bool) -> np.ndarray:
         embedding_options=processor.EmbeddingOptions(l2_normalize=l2_normalize),
     )
     try:
-        embedder = text.TextEmbedder.create_from_options(options)
+        return text.TextEmbedder.create_from_options(options)
     except (ValueError, RuntimeError, TypeError) as error:
         raise BeamlensError(f"{path} cannot be opened as a text embedder (Task Library: {error})") from None
+
+
+def _embed_one(embedder: Any, path: str, text_query: str) -> Any:
+    try:
+        return embedder.embed(text_query)
+    except (ValueError, RuntimeError) as error:
+        raise BeamlensError(f"the text embedder {path} failed on {text_query!r}: {_explain_run_error(error)}") from None
+
+
+def _time_embed_texts(path: str, texts: list[str], warmup: int) -> list[float]:
+    embedder = _text_embedder(path, False)
+    for text_query in texts[:warmup]:
+        _embed_one(embedder, path, text_query)
+    timings = []
+    for text_query in texts:
+        started = time.perf_counter()
+        _embed_one(embedder, path, text_query)
+        timings.append((time.perf_counter() - started) * 1000.0)
+    return timings
+
+
+def _embed_texts(path: str, texts: list[str], l2_normalize: bool) -> np.ndarray:
+    embedder = _text_embedder(path, l2_normalize)
     vectors = []
     for text_query in texts:
-        try:
-            result = embedder.embed(text_query)
-        except (ValueError, RuntimeError) as error:
-            raise BeamlensError(f"the text embedder {path} failed on {text_query!r}: {_explain_run_error(error)}") from None
+        result = _embed_one(embedder, path, text_query)
         vectors.append(np.asarray(result.embeddings[0].feature_vector.value, dtype=np.float32))
     if not vectors:
         return np.zeros((0, 0), np.float32)

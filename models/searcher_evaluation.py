@@ -241,8 +241,11 @@ def attached_index_size(searcher_path: str) -> int | None:
     return sum(sizes) if sizes else None
 
 
-def recall_latency_plot_png(sweep: Sequence[dict[str, Any]], title: str = "") -> bytes:
-    """Recall@10 against p50 latency, one point per leaves-searched setting, as PNG bytes."""
+def recall_latency_plot_png(sweep: Sequence[dict[str, Any]], title: str = "", embedder_p50_ms: float | None = None) -> bytes:
+    """Recall@10 against p50 latency, one point per leaves-searched setting, as PNG bytes.
+
+    ``embedder_p50_ms`` (the text embedder alone) is drawn as a line: left of it nothing can go,
+    and the distance to it is the index's own share of a query."""
     import matplotlib  # noqa: PLC0415 (only evaluate needs it)
 
     matplotlib.use("Agg")
@@ -259,6 +262,10 @@ def recall_latency_plot_png(sweep: Sequence[dict[str, Any]], title: str = "") ->
             offset = (5, -14) if i % 2 == 0 else (5, 6)
             axis.annotate(str(s["leaves_to_search"]), (x, y), textcoords="offset points", xytext=offset, fontsize=8)
         axis.text(0.99, 0.02, "labels: leaves searched", transform=axis.transAxes, ha="right", fontsize=8, color="#666")
+        if embedder_p50_ms is not None:
+            axis.axvline(embedder_p50_ms, color="#c66", linestyle="--", linewidth=1, zorder=0)
+            axis.annotate(f"text embedder alone: {embedder_p50_ms:.2f} ms", (embedder_p50_ms, 0.5), xycoords=("data", "axes fraction"),
+                          textcoords="offset points", xytext=(4, 0), fontsize=8, color="#c66", rotation=90, va="center")
         axis.set_xlabel("p50 query latency, ms (Task Library TextSearcher, 1 thread)")
         axis.set_ylabel("recall@10 against exact search")
         axis.set_ylim(min(0.0, min(ys, default=0.0)) - 0.02, 1.02)

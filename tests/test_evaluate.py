@@ -154,6 +154,8 @@ def test_exact_searcher_report(corpus, tmp_path: Path, capsys) -> None:
     assert _run(corpus, corpus["searchers"][(8, 8)], out, "--leaves", "1,2,4,8,16") == 0
     report = json.loads((out / "report.json").read_text())
     assert {"ks", "top_k_accuracy", "ann_recall", "latency_ms", "size_bytes", "leaves_sweep", "examples", "notes"} <= set(report)
+    encoder = report["text_embedder_latency_ms"]  # the encoder's share of a query, timed alone
+    assert 0 < encoder["p50"] <= encoder["p99"] and encoder["count"] >= 1
     assert report["num_items"] == NUM_ITEMS and report["num_queries"] == 60 and report["num_captions"] == NUM_ITEMS + 1
     assert (report["num_leaves"], report["leaves_to_search"], report["distance"]) == (8, 8, "dot_product")
     assert read_searcher(corpus["searchers"][(8, 1)]).num_leaves_to_search == 1
@@ -178,6 +180,7 @@ def test_exact_searcher_report(corpus, tmp_path: Path, capsys) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "Example queries" in page and "max_results = 10<" in page
+    assert "TextEmbedder alone (the encoder&#x27;s share)<" in page  # html-escaped cell
     for example in report["examples"]:
         assert example["result_image_ids"][0] == example["expected_image_id"]
         assert example["caption"] in page
