@@ -60,6 +60,15 @@ def _progress(what: str, done: int, total: int, started: float) -> None:
     print(f"  {what}: {done}/{total} ({rate:.0f}/s)", file=sys.stderr, flush=True)
 
 
+def _finite(rows: np.ndarray, inputs: Sequence, kind: str) -> np.ndarray:
+    """The rows, unless one is NaN or infinite: then an error naming the input (heads would learn NaN)."""
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if bad.size:
+        raise BeamlensError(f"the {kind} backbone gave non-finite features for {inputs[bad[0]]!r} "
+                            f"({bad.size} of this batch of {len(inputs)})")
+    return rows
+
+
 def cache_image_features(backbone: keras.Model, paths: Sequence[str], image_size: int, out_path: str,
                          batch_size: int = 32) -> np.ndarray:
     """Backbone features of every image, row i for paths[i], in a memory-mapped .npy file."""
@@ -68,7 +77,7 @@ def cache_image_features(backbone: keras.Model, paths: Sequence[str], image_size
     started, row = time.perf_counter(), 0
     for number, batch in enumerate(_batched(list(paths), batch_size)):
         pixels = np.stack([preprocess_image_bytes(_read(p), image_size) for p in batch])
-        features[row:row + len(batch)] = np.asarray(backbone.predict_on_batch(pixels), np.float32)
+        features[row:row + len(batch)] = _finite(np.asarray(backbone.predict_on_batch(pixels), np.float32), batch, "image")
         row += len(batch)
         if number % 20 == 19 or row == len(paths):
             _progress("image features", row, len(paths), started)
@@ -83,8 +92,8 @@ def cache_text_features(backbone: keras.Model, captions: Sequence[str], tokenize
     features = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=(len(captions), width))
     started, row = time.perf_counter(), 0
     for number, batch in enumerate(_batched(list(captions), batch_size)):
-        features[row:row + len(batch)] = np.asarray(
-            backbone.predict_on_batch(tokenizer.encode_batch(batch, max_tokens)), np.float32)
+        features[row:row + len(batch)] = _finite(np.asarray(
+            backbone.predict_on_batch(tokenizer.encode_batch(batch, max_tokens)), np.float32), batch, "text")
         row += len(batch)
         if number % 20 == 19 or row == len(captions):
             _progress("caption features", row, len(captions), started)
@@ -105,8 +114,6 @@ class FeatureSplit:
                                            os.path.join(folder, f"{name}-{IMAGE_FEATURES}.npy"))
         self.captions = cache_text_features(text_backbone, captions, tokenizer, config.max_tokens,
                                             os.path.join(folder, f"{name}-{TEXT_FEATURES}.npy"))
-        if not np.all(np.isfinite(self.images[: min(len(self.images), 1000)])):
-            raise BeamlensError(f"{name}: the image backbone gave non-finite features")
 
     def dataset(self, batch_size: int, seed: int, shuffle: bool) -> tf.data.Dataset:
         """Batches of ({image_features, text_features}, dummy); pairs reshuffled every epoch."""

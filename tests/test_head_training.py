@@ -52,6 +52,19 @@ def test_feature_pairs_match_their_own_image_and_caption(tmp_path):
     assert len(seen) == len(features.owner) == len(set(seen))
 
 
+def test_non_finite_backbone_features_are_refused_naming_the_input(tmp_path):
+    import keras
+
+    from models.head_training import cache_image_features
+
+    split = _small_split("train", TRAIN_CAPTIONS, 3, 32)
+    pixels = keras.Input((32, 32, 3))
+    mean = keras.layers.GlobalAveragePooling2D()(pixels)
+    broken = keras.Model(pixels, keras.layers.Lambda(lambda x: x / (x - x))(mean))  # 0/0 = NaN
+    with pytest.raises(BeamlensError, match="image backbone gave non-finite features for .*jpg.*3 of this batch of 3"):
+        cache_image_features(broken, [im.path for im in split.images], 32, str(tmp_path / "f.npy"))
+
+
 def test_train_cli_with_pretrained_backbones_trains_heads_and_exports(tmp_path, capsys):
     """beamlens train --image-backbone efficientnet_lite0 --text-backbone minilm: features computed
     once, heads trained, and the exported full encoders carry the trained heads."""
