@@ -32,6 +32,7 @@ from models.dual_encoder import make_loss
 from models.encoders import EncoderConfig, build_text_encoder, build_vision_encoder, projection_head
 from models.errors import BeamlensError
 from models.preprocessing import preprocess_image_bytes
+from models.training import read_file
 
 IMAGE_FEATURES = "image_features"
 TEXT_FEATURES = "text_features"
@@ -48,11 +49,6 @@ def _backbone(encoder: keras.Model) -> keras.Model:
 def _batched(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
-
-
-def _read(path: str) -> bytes:
-    with tf.io.gfile.GFile(path, "rb") as stream:
-        return stream.read()
 
 
 def _progress(what: str, done: int, total: int, started: float) -> None:
@@ -76,7 +72,7 @@ def cache_image_features(backbone: keras.Model, paths: Sequence[str], image_size
     features = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.float32, shape=(len(paths), width))
     started, row = time.perf_counter(), 0
     for number, batch in enumerate(_batched(list(paths), batch_size)):
-        pixels = np.stack([preprocess_image_bytes(_read(p), image_size) for p in batch])
+        pixels = np.stack([preprocess_image_bytes(read_file(p), image_size) for p in batch])
         features[row:row + len(batch)] = _finite(np.asarray(backbone.predict_on_batch(pixels), np.float32), batch, "image")
         row += len(batch)
         if number % 20 == 19 or row == len(paths):

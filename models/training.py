@@ -59,7 +59,8 @@ class Split:
     skipped: dict[str, str]
 
 
-def _read(path: str) -> bytes:
+def read_file(path: str) -> bytes:
+    """Bytes of a local or tf.io.gfile (gs://...) file: how training reads images."""
     with tf.io.gfile.GFile(path, "rb") as stream:
         return stream.read()
 
@@ -83,7 +84,7 @@ def load_split(name: str, captions_file: str | Sequence[str], image_root: str | 
     kept, skipped = [], {}
     for image in images:
         try:
-            preprocess_image_bytes(_read(image.path), image_size)
+            preprocess_image_bytes(read_file(image.path), image_size)
             kept.append(image)
         except ImageDecodeError as error:
             skipped[image.path] = error.reason
@@ -114,7 +115,7 @@ def make_dataset(split: Split, vocab: Vocabulary, config: EncoderConfig, batch_s
     """
     def generate():
         for image in split.images:
-            pixels = preprocess_image_bytes(_read(image.path), config.image_size)
+            pixels = preprocess_image_bytes(read_file(image.path), config.image_size)
             yield np.clip(np.rint(pixels), 0, 255).astype(np.uint8), _caption_ids(image, vocab, config.max_tokens)
 
     size, length = config.image_size, config.max_tokens

@@ -35,10 +35,10 @@ def test_dataset_has_one_example_per_caption_and_reads_the_cache_on_later_epochs
     assert first["image"].shape == (8, 32, 32, 3) and first["ids"].shape == (8, 12)
     assert first["image"].dtype.name == "float32" and float(np.max(first["image"])) > 1.0  # raw 0..255
     # Every example pairs an image with one of ITS captions: find the image by its pixels.
-    from models.training import _read
+    from models.training import read_file
     from models.preprocessing import preprocess_image_bytes
 
-    by_pixels = {preprocess_image_bytes(_read(im.path), 32).tobytes(): im for im in split.images}
+    by_pixels = {preprocess_image_bytes(read_file(im.path), 32).tobytes(): im for im in split.images}
     for pixels, ids in zip(first["image"].numpy(), first["ids"].numpy()):
         image = by_pixels[pixels.tobytes()]
         assert tuple(ids) in {tuple(vocab.encode(c, 12)) for c in image.captions}
