@@ -79,7 +79,10 @@ class DecodeBatch(beam.DoFn):
     def process(self, refs: Sequence[ImageRef]) -> Iterator[Outcome]:
         items: list[tuple[ImageMeta, np.ndarray]] = []
         for ref in refs:
-            stamp = file_stamp(ref.uri) or (-1, -1)  # before reading: a file changed meanwhile is re-hashed next time
+            # Before reading: a file changed meanwhile is re-hashed next time. Local files only: on an
+            # object store the stamp is one more request per image; a later re-index hashes such an
+            # image once and stores its stamp then (pipelines/reindex.py Classify).
+            stamp = (file_stamp(ref.uri) if "://" not in ref.uri else None) or (-1, -1)
             try:
                 data = read_image_bytes(ref.uri)
             except ImageReadError as error:
