@@ -37,6 +37,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import BeamlensError
+from models.faults import checkpoint
 from models.shard_format import (
     ERRORS_PREFIX,
     MANIFEST_NAME,
@@ -110,7 +111,9 @@ class WriteShard(beam.DoFn):
                     writer.write(outcome.serialized if isinstance(outcome, StoredRecord) else encode_record(outcome))
                 elif isinstance(outcome, ImageError):
                     errors.setdefault(outcome.image_id, outcome)
+        checkpoint("write")
         tf.io.gfile.rename(temp_path, shard_path, overwrite=True)
+        checkpoint("rename")
         lines = [json.dumps(errors[i].to_json_dict(), sort_keys=True) + "\n" for i in sorted(errors)]
         _write_text(join(self._output_dir, shard_name(ERRORS_PREFIX, shard, self._num_shards, ERRORS_SUFFIX)), "".join(lines))
         yield shard, len(seen), len(errors)
@@ -256,4 +259,5 @@ def write_manifest(output_dir: str, summary: OutputSummary, model_fingerprint: s
         extra=extra,
     )
     _write_text(join(output_dir, MANIFEST_NAME), manifest.to_json())
+    checkpoint("manifest")
     return manifest
