@@ -44,7 +44,7 @@ setup(
         "pretrained": ["safetensors>=0.4"],
         # onnxruntime runs the int8 MiniLM ONNX file as an independent test-only reference.
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "dask>=2024.1", "distributed>=2024.1",
-                "safetensors>=0.4", "onnxruntime>=1.17"],
+                "safetensors>=0.4", "onnxruntime>=1.17", "hypothesis>=6"],
     },
     entry_points={"console_scripts": ["beamlens=pipelines.cli:main"]},
 )

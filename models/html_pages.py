@@ -14,8 +14,8 @@ import io
 import os
 from typing import Any, Iterable, Sequence
 
-from PIL import Image
 
+from models.preprocessing import ImageDecodeError, decode_image
 from models.search_results import SearchHit, SearchResults
 
 THUMBNAIL_SIZE = 160
@@ -57,14 +57,18 @@ def resolve_local_image(uri: str, image_dirs: Sequence[str] = ()) -> str | None:
 
 
 def thumbnail_data_uri(path: str, size: int = THUMBNAIL_SIZE) -> str | None:
-    """A small JPEG of the image as a data URI, or None when the file is not a readable image."""
+    """A small JPEG of the image as a data URI, or None when the file is not a readable image.
+
+    Decoded by the pipeline's guarded decoder (pixel budget, every decoder error caught): a page
+    about a hostile query image shows no thumbnail instead of failing."""
     try:
-        with Image.open(path) as image:
-            image.thumbnail((size, size))
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format="JPEG", quality=80)
-    except (OSError, ValueError, SyntaxError):
+        with open(path, "rb") as stream:
+            image = decode_image(stream.read())
+    except (OSError, ImageDecodeError):
         return None
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

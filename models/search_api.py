@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import time
@@ -28,7 +27,14 @@ import numpy as np
 
 from models import compat
 from models.errors import BeamlensError
-from models.search_results import SearchHit, SearchResults
+from models.preprocessing import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageDecodeError,
+    check_max_image_pixels,
+    decode_guard,
+    load_image,
+)
+from models.search_results import IndexLayout, SearchHit, SearchResults, short_result_note
 
 TEXT = "text"
 IMAGE = "image"
@@ -114,6 +120,8 @@ class Searcher:
     asked for; asking :meth:`search` for more re-opens it with the larger value. ``num_threads``
     defaults to 1, as on a phone's background thread, which keeps latencies comparable.
     ``index_file`` searches a standalone ``.ldb`` index instead of the one inside the model.
+    ``max_image_pixels`` is the pixel budget of an image query (models.preprocessing): a query
+    image is decoded and checked by our decoder before the Task Library sees it.
     """
 
     def __init__(
@@ -123,13 +131,16 @@ class Searcher:
         max_results: int = DEFAULT_K,
         num_threads: int = 1,
         index_file: str | os.PathLike | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         if modality not in MODALITIES:
             raise BeamlensError(f"modality must be one of {MODALITIES}, got {modality!r}")
         self._handle: int | None = None
+        self._layout: tuple[IndexLayout | None, str] | None = None  # read on the first short result list
         self.path = check_readable_file(path, "searcher file")
         self.modality = modality
         self.max_results = check_k(max_results)
+        self.max_image_pixels = check_max_image_pixels(max_image_pixels)
         if num_threads == 0 or num_threads < -1:
             raise BeamlensError(f"num_threads must be positive (or -1 for the Task Library's choice), got {num_threads}")
         self.index_file = check_readable_file(index_file, "index file") if index_file else None
@@ -153,17 +164,34 @@ class Searcher:
         else:
             payloads = [_image_payload(q) for q in queries]  # type: ignore[arg-type]
             labels = [_describe_image_query(q) for q in queries]  # type: ignore[arg-type]
-        raw = _call(_search, self._require_handle(), payloads, k)
+        raw = _call(_search, self._require_handle(), payloads, k, self.max_image_pixels)
         results = []
         for label, (neighbours, seconds) in zip(labels, raw):
             hits = tuple(
                 SearchHit.from_neighbor(rank, metadata, distance)
                 for rank, (metadata, distance) in enumerate(neighbours, start=1)
             )
+            note = short_result_note(len(hits), k, *self.index_layout()) if len(hits) < k else None
             results.append(
-                SearchResults(query=label, modality=self.modality, requested_k=k, latency_ms=seconds * 1e3, hits=hits)
+                SearchResults(query=label, modality=self.modality, requested_k=k, latency_ms=seconds * 1e3, hits=hits,
+                              note=note)
             )
         return results
+
+    def index_layout(self) -> tuple[IndexLayout | None, str]:
+        """(item count and partitioning of the index searched, "") or (None, why it is unknown).
+
+        Read with beamlens' own pure-Python reader (as ``beamlens inspect`` does), once, and only
+        when a result list comes back short: a normal query costs nothing extra."""
+        if self._layout is None:
+            from models.searcher.reader import read_searcher  # noqa: PLC0415 (pure Python; only when needed)
+
+            try:
+                info = read_searcher(self.index_file or self.path, first_items=0)
+                self._layout = (IndexLayout(info.num_items, info.num_leaves, info.num_leaves_to_search), "")
+            except Exception as error:  # noqa: BLE001 (the note explains; it must never fail a search)
+                self._layout = (None, f"{type(error).__name__}: {error}")
+        return self._layout
 
     # -- lifetime -----------------------------------------------------------------------------
     def _require_handle(self) -> int:
@@ -309,44 +337,54 @@ def _open_handles() -> list[int]:
     return sorted(_OPEN)
 
 
-def _non_rgb_as_rgb_array(source: Any) -> np.ndarray | None:
-    """Pixels of a grayscale/RGBA/palette image as RGB, or None for RGB (or unreadable) files.
-
-    The Task Library's ImageSearcher refuses grayscale input ("Grayscale format does not convert
-    to other formats"), while corpora (COCO among them) hold grayscale photos; a phone app hands
-    the searcher RGB frames, so converting here matches on-device use.
-    """
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
-
+def _read_query_file(path: str) -> bytes:
     try:
-        with Image.open(source) as image:
-            if image.mode == "RGB":
-                return None
+        with open(path, "rb") as stream:
+            return stream.read()
+    except OSError as error:
+        raise BeamlensError(f"{path}: cannot read the query image: {error.strerror or error}") from None
+
+
+def _validated_query(data: bytes, where: str, max_pixels: int) -> np.ndarray | None:
+    """Check a query image with our decoder and pixel budget; its RGB pixels unless it is RGB already.
+
+    The Task Library decodes with stb_image, which has no pixel budget (a 24 KB PNG bomb becomes
+    600 MB) and reports a bad file as a bare RuntimeError; so the bytes it will see are decoded by
+    ``models.preprocessing`` first, and a hostile file becomes "<where>: <reason>". RGB files then
+    go to the Task Library as bytes (its own decoder, as on a phone); other modes go as our RGB
+    pixels, because the ImageSearcher refuses grayscale input ("Grayscale format does not convert
+    to other formats") while corpora (COCO among them) hold grayscale photos.
+    """
+    try:
+        image = load_image(data, max_pixels)
+        if image.mode == "RGB":
+            return None
+        with decode_guard(max_pixels):
             return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None  # let the Task Library's own decoder report it
+    except ImageDecodeError as error:
+        raise BeamlensError(f"{where}: {error.reason}") from None
 
 
-def _tensor_image(payload: tuple[str, Any]) -> Any:
+def _tensor_image(payload: tuple[str, Any], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Any:
     from tflite_support.task import vision  # noqa: PLC0415
 
     kind, value = payload
-    try:
-        if kind in ("path", "bytes"):
-            rgb = _non_rgb_as_rgb_array(value if kind == "path" else io.BytesIO(value))
-            if rgb is not None:
-                return compat.tensor_image_from_array(rgb)
-        if kind == "path":
-            return vision.TensorImage.create_from_file(value)
-        if kind == "bytes":
-            return vision.TensorImage.create_from_buffer(value)
+    if kind == "array":
         return compat.tensor_image_from_array(value)
+    where = value if kind == "path" else "the query image data"
+    data = _read_query_file(value) if kind == "path" else value  # read once: what we check is what it decodes
+    rgb = _validated_query(data, where, max_pixels)
+    try:
+        if rgb is not None:
+            return compat.tensor_image_from_array(rgb)
+        return vision.TensorImage.create_from_buffer(data)
     except (RuntimeError, ValueError) as error:
-        where = value if kind == "path" else "the query image data"
-        raise BeamlensError(f"cannot read {where} as an image: {error}") from None
+        raise BeamlensError(f"{where}: the Task Library cannot decode it: {error}") from None
 
 
-def _search(handle: int, payloads: list[tuple[str, Any]], k: int) -> list[tuple[list[tuple[bytes, float]], float]]:
+def _search(
+    handle: int, payloads: list[tuple[str, Any]], k: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> list[tuple[list[tuple[bytes, float]], float]]:
     entry = _OPEN.get(handle)
     if entry is None:
         raise BeamlensError(f"searcher handle {handle} is not open (closed, or its worker restarted)")
@@ -355,7 +393,7 @@ def _search(handle: int, payloads: list[tuple[str, Any]], k: int) -> list[tuple[
         entry.task = _create_task(entry)
     replies = []
     for kind, value in payloads:
-        query = value if kind == "text" else _tensor_image((kind, value))
+        query = value if kind == "text" else _tensor_image((kind, value), max_pixels)
         started = time.perf_counter()
         try:
             result = entry.task.search(query)

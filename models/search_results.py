@@ -84,7 +84,7 @@ class SearchResults:
     ``latency_ms`` is the time of the Task Library ``search`` call alone, measured in the process
     that ran it (so the cost of reaching an isolated worker is not counted).
     ``requested_k`` can exceed ``len(hits)``: the on-device index returns at most the points in
-    the leaves it searched.
+    the leaves it searched; ``note`` then says why (see :func:`short_result_note`), else it is None.
     """
 
     query: str
@@ -92,6 +92,7 @@ class SearchResults:
     requested_k: int
     latency_ms: float
     hits: tuple[SearchHit, ...] = field(default_factory=tuple)
+    note: str | None = None
 
     @property
     def image_ids(self) -> list[str]:
@@ -104,4 +105,36 @@ class SearchResults:
             "requested_k": self.requested_k,
             "latency_ms": self.latency_ms,
             "hits": [hit.to_dict() for hit in self.hits],
+            "note": self.note,
         }
+
+
+@dataclass(frozen=True)
+class IndexLayout:
+    """What decides how many items one query can reach: the index's size and partitioning."""
+
+    num_items: int
+    num_leaves: int  # 0: no partitioner, every query scores every item
+    leaves_to_search: int
+
+
+def short_result_note(returned: int, k: int, layout: IndexLayout | None, unknown_why: str = "") -> str | None:
+    """Why a query returned fewer than ``k`` results, or None when it returned ``k``.
+
+    Without it, ``-k 100000`` on a 2,000-item searcher silently returns ~740: a query scores only
+    the items in the partitions it searches, and the user cannot tell that from a short list. The
+    advice names both build-searcher options: ``--leaves-to-search`` alone is refused there.
+    ``layout`` None means the index could not be read; ``unknown_why`` then says why."""
+    if returned >= k:
+        return None
+    head = f"returned {returned:,} of k={k}"
+    if layout is None:
+        return f"{head}; the index layout is unknown{': ' + unknown_why if unknown_why else ''}"
+    items = f"{layout.num_items:,} item{'s' if layout.num_items != 1 else ''}"
+    if layout.num_leaves == 0 or layout.leaves_to_search >= layout.num_leaves:
+        return f"{head}: the index holds only {items}"
+    return (
+        f"{head}: the index holds {items} and a query scores only the items in the "
+        f"{layout.leaves_to_search} of {layout.num_leaves} partitions it searches (leaves_to_search); "
+        f"rebuild with --num-leaves {layout.num_leaves} --leaves-to-search {layout.num_leaves} to reach them all"
+    )

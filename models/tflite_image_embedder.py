@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import BeamlensError
-from models.preprocessing import decode_image
+from models.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, decode_guard, decode_image
 
 
 @dataclass(frozen=True)
@@ -111,23 +111,33 @@ def _axis(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def resize_like_task_library(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 [h, w, 3] -> uint8 [height, width, 3]: bilinear, half-pixel centres, no antialiasing."""
-    pixels = np.asarray(rgb, dtype=np.float32)
-    if pixels.shape[:2] == (height, width):
+    """uint8 [h, w, 3] -> uint8 [height, width, 3]: bilinear, half-pixel centres, no antialiasing.
+
+    Only the source rows that are sampled become float32 (``height`` rows, not all ``h``): the same
+    arithmetic as converting the whole image first, without 12 bytes per pixel of a huge image."""
+    rgb = np.asarray(rgb)
+    if rgb.shape[:2] == (height, width):
         return np.asarray(rgb, dtype=np.uint8)
-    top, bottom, fy = _axis(height, pixels.shape[0])
-    left, right, fx = _axis(width, pixels.shape[1])
-    rows = pixels[top] * (1.0 - fy)[:, None, None] + pixels[bottom] * fy[:, None, None]
+    top, bottom, fy = _axis(height, rgb.shape[0])
+    left, right, fx = _axis(width, rgb.shape[1])
+    upper = rgb[top].astype(np.float32)
+    lower = rgb[bottom].astype(np.float32)
+    rows = upper * (1.0 - fy)[:, None, None] + lower * fy[:, None, None]
     out = rows[:, left] * (1.0 - fx)[None, :, None] + rows[:, right] * fx[None, :, None]
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def preprocess_image_bytes_like_task_library(data: bytes, image_size: int) -> np.ndarray:
+def preprocess_image_bytes_like_task_library(
+    data: bytes, image_size: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """Bytes -> float32 [S, S, 3] pixels 0..255, resized as the Task Library resizes a query image.
 
-    A drop-in for ``models.preprocessing.preprocess_image_bytes`` (same signature, same errors)."""
-    rgb = np.asarray(decode_image(data), dtype=np.uint8)
-    return resize_like_task_library(rgb, image_size, image_size).astype(np.float32)
+    A drop-in for ``models.preprocessing.preprocess_image_bytes``: same signature, same decoder and
+    pixel budget, and like it raises only ImageDecodeError (the resize can run out of memory too)."""
+    image = decode_image(data, max_pixels)
+    with decode_guard(max_pixels):
+        rgb = np.asarray(image, dtype=np.uint8)
+        return resize_like_task_library(rgb, image_size, image_size).astype(np.float32)
 
 
 class TFLiteImageEmbedder:

@@ -6,6 +6,10 @@
 
 ``main`` dedicates the process to the Task Library before protobuf is imported (tflite-support
 0.4.4 cannot share a process with TensorFlow), so TensorFlow is never loaded: start-up is quick.
+
+A query image is checked by beamlens' decoder and pixel budget (``--max-image-pixels``) before the
+Task Library decodes it, so a decompression bomb or a corrupt file is a one-line error (exit 2).
+When fewer than k results come back, a note on stderr (and ``"note"`` in --json) says why.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 from models import compat
 from models.errors import BeamlensError
 from models.html_pages import render_search_page
+from models.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
 from models.search_api import DEFAULT_K, IMAGE, TEXT, Searcher, check_k, check_text_query
 from models.shard_format import write_text_atomically  # (numpy only: no protobuf imported yet)
 
@@ -38,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--index-file", help="search this standalone .ldb index instead of the attached one")
     parser.add_argument("--threads", type=int, default=1, help="Task Library threads (default 1, as on a phone)")
+    parser.add_argument(
+        "--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+        help="refuse a query image whose header claims more than N pixels (default %(default)s)",
+    )
     return parser
+
+
+def _print_note(note: str | None) -> None:
+    """Why fewer than k results came back: on stderr, so --json output on stdout stays parseable."""
+    if note:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def main(argv: list[str]) -> int:
@@ -59,7 +74,8 @@ def main(argv: list[str]) -> int:
     else:
         query = args.image
         modality = IMAGE
-    with Searcher(args.searcher, modality=modality, max_results=k, num_threads=args.threads, index_file=args.index_file) as searcher:
+    with Searcher(args.searcher, modality=modality, max_results=k, num_threads=args.threads, index_file=args.index_file,
+                  max_image_pixels=args.max_image_pixels) as searcher:
         results = searcher.search(query, k=k)
     if args.html:
         page = render_search_page(results, searcher.path, args.images, query_image=args.image)
@@ -69,11 +85,13 @@ def main(argv: list[str]) -> int:
         if args.html:
             payload["html"] = args.html
         print(json.dumps(payload, indent=2, ensure_ascii=False))
+        _print_note(results.note)
         return 0
     print(f"{len(results.hits)} results for {results.query!r} ({results.latency_ms:.2f} ms, distance: smaller is closer)")
     print(f"{'rank':>4}  {'distance':>10}  {'image id':<24}  uri")
     for hit in results.hits:
         print(f"{hit.rank:>4}  {hit.distance:>10.4f}  {hit.image_id:<24}  {hit.uri}")
+    _print_note(results.note)
     if args.html:
         print(f"wrote {args.html}", file=sys.stderr)
     return 0

@@ -115,7 +115,7 @@ def test_unreadable_query_image_names_the_file(tmp_path) -> None:
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("not pixels")
     with Searcher(IMAGE_EMBEDDER, modality=IMAGE, index_file=IMAGE_INDEX) as searcher:
-        with pytest.raises(BeamlensError, match=r"cannot read .*notes\.jpg as an image"):
+        with pytest.raises(BeamlensError, match=r"notes\.jpg: not an image"):
             searcher.search(str(not_an_image))
         with pytest.raises(BeamlensError, match="query image not found"):
             searcher.search(str(tmp_path / "absent.jpg"))

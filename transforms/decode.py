@@ -8,17 +8,31 @@ Dead letters travel in the MAIN output as :class:`ImageError` elements, next to
 tagged outputs (``TaggedOutput`` / ``with_outputs``) because the DaskRunner (Beam 2.77) merges all
 tags of a ParDo into one collection and gives it to every consumer (measured: each of the two
 consumers of a 10-element split saw all 10). A typed union works the same on every runner.
+
+Hostile images are data, not crashes: ``max_pixels`` (``--max-image-pixels``) is the pixel budget
+checked from each image's header before decoding, and any exception that escapes the preprocessing
+for one image (a decoder bug: the preprocessing itself raises only ImageDecodeError) still becomes
+that image's dead letter, so the rest of the batch, and the job, go on.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Iterator, NamedTuple, Sequence, Type, TypeVar, Union
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from models.preprocessing import ImageDecodeError, preprocess_image_bytes
+from models.faults import checkpoint
+from models.preprocessing import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageDecodeError,
+    check_max_image_pixels,
+    exception_name,
+    preprocess_image_bytes,
+    short_reason,
+)
 from transforms.read_images import (
     METRICS_NAMESPACE,
     ImageError,
@@ -49,6 +63,8 @@ class ImageBatch(NamedTuple):
 
 Outcome = Union[ImageBatch, ImageError]
 T = TypeVar("T")
+Preprocess = Callable[..., np.ndarray]  # (bytes, size, *, max_pixels) -> float32 [S, S, 3]
+_LOG = logging.getLogger(__name__)
 
 
 def only(kind: Type[T]):
@@ -65,16 +81,33 @@ def only(kind: Type[T]):
 class DecodeBatch(beam.DoFn):
     """list[ImageRef] -> one ImageBatch of the good images, plus one ImageError per bad image.
 
-    ``preprocess`` (bytes, size) -> float32 pixels defaults to the training preprocessing; an index
-    for a foreign Task Library embedder passes
-    ``models.tflite_image_embedder.preprocess_image_bytes_like_task_library`` instead."""
+    ``preprocess`` (bytes, size, max_pixels=...) -> float32 pixels defaults to the training
+    preprocessing; an index for a foreign Task Library embedder passes
+    ``models.tflite_image_embedder.preprocess_image_bytes_like_task_library`` instead.
+    ``max_pixels`` is the pixel budget each image's header is checked against."""
 
-    def __init__(self, image_size: int,
-                 preprocess: Callable[[bytes, int], np.ndarray] = preprocess_image_bytes) -> None:
+    def __init__(self, image_size: int, preprocess: Preprocess = preprocess_image_bytes,
+                 max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self._image_size = int(image_size)
         self._preprocess = preprocess
+        self._max_pixels = check_max_image_pixels(max_pixels)  # a bad budget fails at construction
         self._decoded = Metrics.counter(METRICS_NAMESPACE, "decoded")
         self._failed = Metrics.counter(METRICS_NAMESPACE, "failed")
+        self._logged_escape = False
+
+    def _pixels(self, ref: ImageRef, data: bytes) -> np.ndarray | ImageError:
+        """The image's pixels, or its dead letter: whatever goes wrong stays with this one image."""
+        try:
+            return self._preprocess(data, self._image_size, max_pixels=self._max_pixels)
+        except ImageDecodeError as error:
+            return ImageError(ref.image_id, ref.uri, error.reason, "decode")
+        except Exception as error:  # noqa: BLE001 (defence in depth: a decoder bug must not end the job)
+            if not self._logged_escape:  # once per worker: a bug worth a traceback, not a flood of them
+                self._logged_escape = True
+                _LOG.warning("preprocessing raised %s for %s (dead-lettered)", exception_name(error), ref.uri,
+                             exc_info=True)
+            reason = short_reason(f"preprocessing failed ({exception_name(error)}: {error})")
+            return ImageError(ref.image_id, ref.uri, reason, "decode")
 
     def process(self, refs: Sequence[ImageRef]) -> Iterator[Outcome]:
         items: list[tuple[ImageMeta, np.ndarray]] = []
@@ -89,13 +122,13 @@ class DecodeBatch(beam.DoFn):
                 self._failed.inc()
                 yield ImageError(ref.image_id, ref.uri, error.reason, "read")
                 continue
-            try:
-                pixels = self._preprocess(data, self._image_size)
-            except ImageDecodeError as error:
+            pixels = self._pixels(ref, data)
+            if isinstance(pixels, ImageError):
                 self._failed.inc()
-                yield ImageError(ref.image_id, ref.uri, error.reason, "decode")
+                yield pixels
                 continue
             self._decoded.inc()
             items.append((ImageMeta(ref.image_id, ref.uri, tuple(ref.captions), content_hash(data), *stamp), pixels))
+        checkpoint("decode")
         if items:
             yield ImageBatch(items)
