@@ -40,7 +40,10 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from apache_beam.runners.runner import PipelineResult
 
 from models.errors import BeamlensError
+from models.faults import checkpoint
 from models.fingerprint import model_fingerprint
+from models.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
+from pipelines.options import parse_pipeline_options
 from transforms.decode import DecodeBatch, ImageBatch, only
 from transforms.inference import EmbedBatches
 from transforms.read_images import METRICS_NAMESPACE, BatchImageRefs, ImageError, ImageSource, ListImages, iter_image_refs
@@ -68,6 +71,10 @@ class EmbedOptions(PipelineOptions):
                                  "(bilinear without antialiasing, as the Task Library resizes a query); "
                                  "auto: task_library for a .tflite model, pil for .keras")
         parser.add_argument("--min-batch-size", "--min_batch_size", dest="min_batch_size", type=int, default=1, help="smallest inference batch the handler accepts")
+        parser.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=int,
+                            default=DEFAULT_MAX_IMAGE_PIXELS,
+                            help="pixel budget per image, checked from the header before decoding: a larger image "
+                                 f"(a decompression bomb) is dead-lettered, not decoded (default {DEFAULT_MAX_IMAGE_PIXELS:,})")
         parser.add_argument("--max-batch-size", "--max_batch_size", dest="max_batch_size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="images per inference batch (batches are formed before RunInference)")
 
 
@@ -152,6 +159,8 @@ def _validate(embed: EmbedOptions) -> ImageSource:
         raise BeamlensError(f"--num-shards must be at least 1, got {embed.num_shards}")
     if embed.max_batch_size < 1 or embed.min_batch_size < 1 or embed.min_batch_size > embed.max_batch_size:
         raise BeamlensError(f"need 1 <= --min-batch-size <= --max-batch-size, got {embed.min_batch_size} and {embed.max_batch_size}")
+    if embed.max_image_pixels < 1:
+        raise BeamlensError(f"--max-image-pixels must be at least 1, got {embed.max_image_pixels}")
     if embed.image_size < 0:
         raise BeamlensError(f"--image-size must be positive, got {embed.image_size}")
     if embed.images and not embed.captions:
@@ -166,7 +175,7 @@ def build_pipeline(pipeline: beam.Pipeline, source: ImageSource, embed: EmbedOpt
         pipeline
         | "ListImages" >> ListImages(source)
         | "Batch" >> BatchImageRefs(embed.max_batch_size)
-        | "ReadDecode" >> beam.ParDo(DecodeBatch(image_size, preprocess_function(embed)))
+        | "ReadDecode" >> beam.ParDo(DecodeBatch(image_size, preprocess_function(embed), max_pixels=embed.max_image_pixels))
     )
     batches = outcomes | "OnlyBatches" >> beam.FlatMap(only(ImageBatch))
     decode_errors = outcomes | "OnlyDecodeErrors" >> beam.FlatMap(only(ImageError))
@@ -189,13 +198,14 @@ def _counters(result: PipelineResult) -> dict[str, int] | None:
 
 def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_pipeline: beam.Pipeline | None = None) -> PipelineResult:
     """Build and run the pipeline, check counts, write the manifest; returns the PipelineResult."""
-    options = PipelineOptions(list(argv) if argv is not None else None)
+    options = parse_pipeline_options(argv, "embed")
     options.view_as(SetupOptions).save_main_session = save_main_session
     embed = options.view_as(EmbedOptions)
     source = _validate(embed)
     listed_ids = {ref.image_id for ref in iter_image_refs(source)}
     if not listed_ids:
         raise BeamlensError(f"no images found in {source.describe()}")
+    checkpoint("listing")
     fingerprint = model_fingerprint(embed.model)
     if embed.model.endswith(".tflite"):
         image_size = tflite_image_size(embed.model)
