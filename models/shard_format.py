@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from models.atomic_files import write_text_atomically  # noqa: F401 (re-exported: writers import it from here)
+from models.errors import BeamlensError
 
 SHARD_PREFIX = "embeddings"
 SHARD_SUFFIX = ".tfrecord"
@@ -136,7 +137,12 @@ def decode_record(serialized: bytes) -> EmbeddingRecord:
 
 @dataclass
 class Manifest:
-    """What a finished embedding run wrote; ``shards`` are file names relative to the manifest."""
+    """What a finished embedding run wrote; ``shards`` are file names relative to the manifest.
+
+    ``count`` is the number of images embedded (distinct ids); ``shard_records``, when a writer
+    records it, the number of records in each shard file (empty: not recorded). Readers hold
+    the folder to both with :func:`check_manifest_files` and :func:`check_manifest_counts`.
+    """
 
     count: int
     dimension: int
@@ -148,11 +154,56 @@ class Manifest:
     created: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     format: str = MANIFEST_FORMAT
+    shard_records: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2, sort_keys=True)
+        # Unrecorded per-shard counts are left out: the file stays what readers before the field expect.
+        data = {k: v for k, v in self.__dict__.items() if k != "shard_records" or v}
+        return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
         data = json.loads(text)
         return cls(**data)
+
+
+def check_manifest_files(folder: str, manifest: Manifest, present: Iterable[str]) -> None:
+    """The folder's shard files are exactly the manifest's, or :class:`BeamlensError` names the difference.
+
+    ``present``: names of the shard files in the folder (matching :data:`SHARD_GLOB`) and of the
+    listed ones that exist. Both directions matter: a listed shard that is missing loses images,
+    and a shard file the manifest does not list (a stray ``embeddings-*`` of another run) is either
+    a leftover the index would silently omit or one a reader globbing the folder would mix in.
+    """
+    present = set(present)
+    missing = [name for name in manifest.shards if name not in present]
+    stray = sorted(present - set(manifest.shards))
+    problems = []
+    if missing:
+        problems.append(f"lists {len(missing)} shard file(s) that are missing: {', '.join(missing[:5])}")
+    if stray:
+        problems.append(f"does not list {len(stray)} shard file(s) in the folder: {', '.join(stray[:5])} "
+                        "(left by another run? remove them or re-run `beamlens embed`)")
+    if problems:
+        raise BeamlensError(f"{folder}: {MANIFEST_NAME} and the shard files disagree: {MANIFEST_NAME} {'; it '.join(problems)}")
+    if not manifest.shards:
+        raise BeamlensError(f"{folder}: {MANIFEST_NAME} lists no shards")
+
+
+def check_manifest_counts(folder: str, manifest: Manifest, held: Mapping[str, int], distinct: int | None) -> None:
+    """The shards hold the records the manifest counts, in total and per shard where recorded.
+
+    ``held``: records read from each listed shard; ``distinct``: distinct image ids among them
+    (None: not known). The total may equal either: ``beamlens embed`` counts distinct ids (a copy a
+    runner wrote twice is dropped on read-back), a writer counting what it wrote counts records;
+    any other number means the manifest does not describe these shards.
+    """
+    records = sum(held.values())
+    if manifest.count not in (records, distinct):
+        also = f" ({distinct} distinct ids)" if distinct is not None and distinct != records else ""
+        raise BeamlensError(f"{folder}: {MANIFEST_NAME} says {manifest.count} records, the shards hold {records}{also}; "
+                            "the manifest does not belong to these shards (re-run `beamlens embed`)")
+    wrong = [f"{name}: {MANIFEST_NAME} says {expected}, the shard holds {held.get(name, 0)}"
+             for name, expected in sorted(manifest.shard_records.items()) if held.get(name, 0) != expected]
+    if wrong:
+        raise BeamlensError(f"{folder}: the records per shard disagree with {MANIFEST_NAME}: {'; '.join(wrong[:5])}")

@@ -1,7 +1,8 @@
 """Listing images (COCO caption file or a glob) and reading their bytes through Beam filesystems.
 
 Every path goes through ``apache_beam.io.filesystems.FileSystems``, so local folders, ``gs://``
-and any other registered Beam filesystem work the same way.
+and any other registered Beam filesystem work the same way; the one exception is matching a local
+glob (:func:`_match_local_entries`: Beam's drops entries it cannot stat, such as dangling links).
 
 Why listing is one ``Create`` + ``ParDo`` and not ``fileio.MatchFiles``/``ReadFromText``:
 the DaskRunner only runs Create, ParDo, GroupByKey and Flatten (no ``Read``), and we want ONE code
@@ -15,14 +16,18 @@ listed and shuffled; image bytes are read after the shuffle, on the worker that 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import posixpath
+import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 
 from models.coco import default_image_root, parse_coco_captions
@@ -69,10 +74,21 @@ class ImageSource:
         if bool(self.captions_file) == bool(self.input_glob):
             raise BeamlensError("give either --captions (with --images) or --input-glob, not both or neither")
 
+    def resolved_image_root(self) -> str:
+        """The image folder of a COCO source: --images, or the split folder its caption file implies."""
+        return self.image_root or default_image_root(self.captions_file)
+
     def describe(self) -> str:
+        """One line for the log and the manifest, naming the image folder really used (given or default)."""
         if self.input_glob:
             return f"glob {self.input_glob}"
-        return f"COCO captions {self.captions_file} (images under {self.image_root})"
+        if self.image_root:
+            return f"COCO captions {self.captions_file} (images under {self.image_root})"
+        try:
+            root = self.resolved_image_root()
+        except BeamlensError:  # a caption file name without a split: listing reports it, describing must not fail
+            return f"COCO captions {self.captions_file} (no --images, and its name implies no image folder)"
+        return f"COCO captions {self.captions_file} (images under {root}, the default for that caption file)"
 
 
 def read_text_file(path: str) -> bytes:
@@ -87,17 +103,70 @@ def read_text_file(path: str) -> bytes:
 def iter_image_refs(source: ImageSource) -> Iterator[ImageRef]:
     """Every image of the source, in a stable order (COCO file order, or sorted paths)."""
     if source.input_glob:
-        try:
-            matched = FileSystems.match([source.input_glob])[0].metadata_list
-        except Exception as error:
-            raise BeamlensError(f"cannot match {source.input_glob}: {error}") from None
-        for path in sorted(m.path for m in matched):
+        for path in sorted(match_entries(source.input_glob)):
             yield ImageRef(image_id=path, uri=path)
         return
-    image_root = source.image_root or default_image_root(source.captions_file)
+    image_root = source.resolved_image_root()
     data = read_text_file(source.captions_file)
     for image in parse_coco_captions(data, source=source.captions_file, image_root=image_root):
         yield ImageRef(image_id=str(image.image_id), uri=image.path, captions=tuple(image.captions))
+
+
+def match_entries(pattern: str) -> list[str]:
+    """Every path the glob matches, directories excepted: remote filesystems through
+    ``FileSystems.match``, local ones through :func:`_match_local_entries` (see there why)."""
+    try:
+        if isinstance(FileSystems.get_filesystem(pattern), LocalFileSystem):
+            return _match_local_entries(pattern)
+        return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+    except BeamlensError:
+        raise
+    except Exception as error:
+        raise BeamlensError(f"cannot match {pattern}: {error}") from None
+
+
+def _match_local_entries(pattern: str) -> list[str]:
+    """Every directory entry a local glob matches, with Beam's glob meaning, directories excepted.
+
+    Why not ``FileSystems.match``: Beam's LocalFileSystem (2.77) walks the folder and stats every
+    file for its size, and drops the ones whose ``os.path.getsize`` fails (``except OSError:
+    pass`` in ``LocalFileSystem._list``; a pattern without wildcards goes through
+    ``os.path.exists``). A dangling symbolic link, or an entry of a folder we may read but not
+    search (its stat: permission denied), vanished: not embedded, not dead-lettered, not counted. Listing
+    needs names only, so here nothing is stat-ed; such an entry is listed, fails when it is read,
+    and becomes a dead letter with its reason (:func:`read_image_bytes`).
+
+    The pattern means what it means to Beam (``FileSystem.translate_pattern``: ``*`` stays within
+    one folder, ``**`` crosses folders), so a glob lists the same paths on every filesystem.
+    Directories, and links to directories, are skipped: a folder is not an entry a user means as an
+    image (Beam's listing skips them too). A folder the pattern could reach but that cannot be
+    listed is an error: its entries cannot be counted, and guessing would break
+    ``listed == embedded + dead-lettered``.
+    """
+    if pattern.endswith(("/", "\\")):
+        pattern += "*"  # as Beam does
+    prefix = re.match(r"^[^[*?]*", pattern).group(0)
+    if prefix == pattern:  # no wildcard: the entry itself, if it is there (a dangling link is)
+        return [pattern] if os.path.lexists(pattern) and not os.path.isdir(pattern) else []
+    root = posixpath.dirname(prefix)
+    if not os.path.isdir(root):
+        return []
+    matches = re.compile(FileSystem.translate_pattern(pattern)).match
+    # Most "/" a match can have ("*" matches none, "?" and "[...]" one, "**" any): deeper folders
+    # are not walked, so an unlistable folder out of the pattern's reach is no error.
+    depth = None if "**" in pattern else pattern.count("/") + pattern.count("?") + pattern.count("[")
+
+    def unlistable(error: OSError) -> None:
+        if not isinstance(error, FileNotFoundError):  # a folder removed meanwhile held nothing to count
+            raise BeamlensError(f"cannot list {error.filename}: {error.strerror or error}; "
+                                f"the entries of {pattern} in it cannot be counted") from None
+
+    found = []
+    for folder, subfolders, names in os.walk(root, onerror=unlistable):
+        if depth is not None and os.path.join(folder, "sub", "name").count("/") > depth:
+            subfolders.clear()  # their entries have more "/" than any match
+        found += [path for path in (os.path.join(folder, name) for name in names) if matches(path)]
+    return found
 
 
 class _ListAndNumber(beam.DoFn):
@@ -155,13 +224,25 @@ def read_image_bytes(uri: str) -> bytes:
     try:
         with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
             return stream.read()
-    except FileNotFoundError:
-        raise ImageReadError("file not found") from None
-    except Exception as error:  # BeamIOError, PermissionError, remote errors...
-        text = str(error)
-        if "No such file" in text or "not found" in text.lower():
-            raise ImageReadError("file not found") from None
-        raise ImageReadError(f"cannot read file: {type(error).__name__}: {text[:300]}") from None
+    except Exception as error:  # FileNotFoundError, PermissionError, BeamIOError, remote errors...
+        raise ImageReadError(read_failure_reason(uri, error)) from None
+
+
+def read_failure_reason(uri: str, error: Exception) -> str:
+    """The dead letter's reason for a failed read, short and the same for every such file.
+
+    A listed entry that is a dangling link says where it points, so the user can see which target
+    went missing (the listing keeps such links: :func:`_match_local_entries`).
+    """
+    text = str(error)
+    if isinstance(error, PermissionError) or getattr(error, "errno", None) in (errno.EACCES, errno.EPERM) \
+            or "permission denied" in text.lower():
+        return "permission denied"
+    if isinstance(error, FileNotFoundError) or "No such file" in text or "not found" in text.lower():
+        if "://" not in uri and os.path.islink(uri):
+            return f"dangling symbolic link -> {os.readlink(uri)}"
+        return "file not found"
+    return f"cannot read file: {type(error).__name__}: {text[:300]}"
 
 
 def file_stamp(uri: str) -> tuple[int, int] | None:

@@ -1,0 +1,116 @@
+"""Glob listing counts every entry it matched: unreadable ones are dead-lettered at read, not lost.
+
+Beam's LocalFileSystem drops entries it cannot stat (a dangling symbolic link vanished: not
+embedded, not dead-lettered, not counted); ``transforms.read_images`` lists local globs itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from models.errors import BeamlensError
+from models.shard_format import Manifest
+from pipelines import embed_images
+from tests import embed_helpers as h
+from transforms import read_images
+from transforms.read_images import ImageReadError, ImageSource, iter_image_refs, match_entries, read_image_bytes
+
+DANGLING_TARGET = "gone/photo.jpg"
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> Path:
+    return h.build_tiny_encoder(tmp_path_factory.mktemp("model") / "encoder.keras")
+
+
+def _photo_folder(root: Path) -> tuple[Path, list[Path], Path]:
+    """3 real photos, a dangling link and a subfolder (itself holding a photo): (folder, photos, link)."""
+    folder = root / "photos"
+    folder.mkdir()
+    photos = []
+    for photo in h.real_photos()[:3]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+        photos.append(folder / photo.name)
+    link = folder / "moved_away.jpg"
+    link.symlink_to(DANGLING_TARGET)
+    (folder / "subfolder").mkdir()
+    (folder / "subfolder" / "inner.jpg").write_bytes(photos[0].read_bytes())
+    return folder, photos, link
+
+
+def test_glob_lists_the_dangling_link_and_skips_the_subfolder(tmp_path):
+    folder, photos, link = _photo_folder(tmp_path)
+    refs = list(iter_image_refs(ImageSource(input_glob=str(folder / "*"))))
+    assert [r.uri for r in refs] == sorted(str(p) for p in [*photos, link])
+    assert len(refs) == 4 and all(r.image_id == r.uri for r in refs)
+    # "**" crosses folders (Beam's meaning), still without listing the folder itself
+    deep = match_entries(str(folder / "**"))
+    assert sorted(deep) == sorted(str(p) for p in [*photos, link, folder / "subfolder" / "inner.jpg"])
+    assert match_entries(str(link)) == [str(link)]  # a pattern without wildcards: the link itself
+    assert match_entries(str(folder / "subfolder")) == []  # a folder is not an image
+    assert match_entries(str(tmp_path / "nowhere" / "*.jpg")) == []
+
+
+def test_embed_dead_letters_the_dangling_link_and_counts_reconcile(tmp_path, encoder):
+    folder, photos, link = _photo_folder(tmp_path)
+    matched = len(match_entries(str(folder / "*")))
+    out = tmp_path / "out"
+    embed_images.run(["--runner", "FnApiRunner", "--input-glob", str(folder / "*"), "--model", str(encoder),
+                      "--output", str(out), "--num-shards", "2"], save_main_session=False)
+
+    assert sorted(h.read_shards(out)) == sorted(str(p) for p in photos)
+    errors = h.read_errors(out)
+    assert errors == {str(link): {"image_id": str(link), "uri": str(link), "stage": "read",
+                                  "reason": f"dangling symbolic link -> {DANGLING_TARGET}"}}
+    manifest = Manifest.from_json((out / "manifest.json").read_text())
+    assert (manifest.count, manifest.errors, manifest.extra["read"], matched) == (3, 1, 4, 4)
+    assert manifest.count + manifest.errors == manifest.extra["read"] == matched
+    assert manifest.extra["errors_by_stage"] == {"read": 1}
+    assert manifest.extra["counters"] == {"read": 4, "decoded": 3, "failed": 1, "embedded": 3}
+
+
+def test_permission_denied_is_the_read_reason(tmp_path, monkeypatch):
+    # Tests run as root, where chmod 000 still reads: the error is injected where FileSystems raises it.
+    def denied(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(read_images.FileSystems, "open", denied)
+    with pytest.raises(ImageReadError) as caught:
+        read_image_bytes(str(tmp_path / "secret.jpg"))
+    assert caught.value.reason == "permission denied"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_file_is_listed_then_denied(tmp_path):
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(h.real_photos()[0].read_bytes())
+    secret.chmod(0)
+    assert match_entries(str(tmp_path / "*.jpg")) == [str(secret)]
+    with pytest.raises(ImageReadError, match="permission denied"):
+        read_image_bytes(str(secret))
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_not_a_silent_gap(tmp_path, monkeypatch):
+    (tmp_path / "locked").mkdir()
+
+    def walk(root, onerror=None, **kwargs):  # what os.walk does with a folder it may not read
+        yield str(tmp_path), ["locked"], []
+        onerror(PermissionError(13, "Permission denied", str(tmp_path / "locked")))
+
+    monkeypatch.setattr(read_images.os, "walk", walk)
+    with pytest.raises(BeamlensError, match=r"cannot list .*locked: Permission denied.* cannot be counted"):
+        match_entries(str(tmp_path / "**.jpg"))
+
+
+def test_describe_names_the_default_image_folder(tmp_path):
+    captions, images, _ = h.write_coco_corpus(tmp_path, h.real_photos()[:1])
+    text = ImageSource(captions_file=str(captions)).describe()
+    assert "None" not in text
+    assert text == f"COCO captions {captions} (images under {images}, the default for that caption file)"
+    given = ImageSource(captions_file=str(captions), image_root="/elsewhere").describe()
+    assert given == f"COCO captions {captions} (images under /elsewhere)"
+    odd = ImageSource(captions_file=str(tmp_path / "my_captions.json")).describe()  # no split in the name
+    assert "None" not in odd and "no --images" in odd
