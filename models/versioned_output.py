@@ -10,9 +10,13 @@ atomic too. Readers (the app, the publish step, the next re-index) read ``LATEST
 ``ROOT/<name>``; they can never see a half-written version, because a version is created under its
 own fresh name and the pointer moves only after the version's completion marker is written.
 
-A version without its completion marker (``reindex_report.json``) is the remains of a crashed run:
-:func:`clean_partial_versions` removes it on the next run. One re-index per root at a time (the
-scheduler's job); two concurrent runs would each see the other's folder as partial.
+A version is *finished* when :func:`version_problem` finds nothing wrong: its completion marker
+(``reindex_report.json``) exists, its ``shards/manifest.json`` parses and every shard it lists is
+there, and the searchers its report says were made are there. ``set_latest`` and ``read_latest``
+apply that same check, so the pointer can only name a version a reader can open. A version that
+is not finished is the remains of a crashed run: :func:`clean_partial_versions` removes it, and
+``beamlens reindex`` calls it only while holding the root's lock (models/output_lock.py), the
+proof that no live run still writes there.
 
 Remote paths (anything with ``://``) go through ``tf.io.gfile`` (imported only then), local paths
 through ``os``; models/ stays free of Beam.
@@ -21,6 +25,7 @@ through ``os``; models/ stays free of Beam.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import secrets
 import shutil
@@ -86,10 +91,31 @@ def write_text_atomic(path: str, text: str) -> None:
             os.remove(temp)
 
 
-def new_version_name(now: Optional[_dt.datetime] = None) -> str:
-    """``v-YYYYmmdd-HHMMSS-<6 hex>``: sorts by time; the random tail keeps two runs in one second apart."""
+def _version_time(name: str) -> Optional[_dt.datetime]:
+    """The time a version name carries: to the microsecond (``v-YYYYmmdd-HHMMSS-ffffff-xxxx``), or
+    to the second for names of earlier releases (``v-YYYYmmdd-HHMMSS-xxxxxx``), taken as the
+    second's end so that a new name made in that second still sorts after it."""
+    parts = name[len(VERSION_PREFIX):].split("-")
+    try:
+        if len(parts) == 4:
+            return _dt.datetime.strptime("-".join(parts[:3]), "%Y%m%d-%H%M%S-%f").replace(tzinfo=_dt.timezone.utc)
+        if len(parts) == 3:
+            second = _dt.datetime.strptime("-".join(parts[:2]), "%Y%m%d-%H%M%S").replace(tzinfo=_dt.timezone.utc)
+            return second + _dt.timedelta(seconds=1)
+    except ValueError:
+        pass
+    return None
+
+
+def new_version_name(now: Optional[_dt.datetime] = None, after: Optional[str] = None) -> str:
+    """``v-YYYYmmdd-HHMMSS-ffffff-<4 hex>``: sorts by time to the microsecond, so two versions made in
+    one second keep their order (pruning keeps the newest); a name is always newer than ``after``
+    (the newest existing version), even when the clock stepped back."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    return f"{VERSION_PREFIX}{now.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    newest = _version_time(after) if after else None
+    if newest is not None and now <= newest:
+        now = newest + _dt.timedelta(microseconds=1)
+    return f"{VERSION_PREFIX}{now.strftime('%Y%m%d-%H%M%S-%f')}-{secrets.token_hex(2)}"
 
 
 def list_versions(root: str) -> list[str]:
@@ -100,8 +126,34 @@ def list_versions(root: str) -> list[str]:
     return sorted(n.rstrip("/") for n in names if n.startswith(VERSION_PREFIX))
 
 
+def version_problem(root: str, name: str) -> Optional[str]:
+    """What keeps ``root/name`` from being a finished version a reader can open, or None.
+
+    The one completeness check: the pointer is moved, followed and old versions are pruned by it.
+    """
+    version = join(root, name)
+    marker = join(version, COMPLETE_MARKER)
+    if not exists(marker):
+        return f"{marker} is missing"
+    manifest_path = join(version, SHARDS_DIR, "manifest.json")
+    if not exists(manifest_path):
+        return f"{manifest_path} is missing"
+    try:
+        manifest = json.loads(read_text(manifest_path))
+        report = json.loads(read_text(marker))
+    except (OSError, ValueError) as error:
+        return f"{version}: unreadable manifest or report ({error})"
+    missing = [s for s in manifest.get("shards", []) if not exists(join(version, SHARDS_DIR, s))]
+    if missing:
+        return f"{version}: shards listed in the manifest are missing: {', '.join(missing[:5])}"
+    searcher = report.get("searcher") or {}
+    if searcher.get("action") in ("built", "reused") and not exists(join(version, SEARCHERS_DIR)):
+        return f"{version}: the report says its searchers were {searcher['action']}, but {SEARCHERS_DIR}/ is missing"
+    return None
+
+
 def is_complete(root: str, name: str) -> bool:
-    return exists(join(root, name, COMPLETE_MARKER))
+    return version_problem(root, name) is None
 
 
 def read_latest(root: str) -> Optional[str]:
@@ -110,15 +162,17 @@ def read_latest(root: str) -> Optional[str]:
     if not exists(pointer):
         return None
     name = read_text(pointer).strip()
-    if not name.startswith(VERSION_PREFIX) or "/" in name or not is_complete(root, name):
-        raise BeamlensError(f"{pointer} points to {name!r}, which is not a finished version under {root}")
+    problem = "not a version name" if not name.startswith(VERSION_PREFIX) or "/" in name else version_problem(root, name)
+    if problem:
+        raise BeamlensError(f"{pointer} points to {name!r}, which is not a finished version under {root} ({problem})")
     return name
 
 
 def set_latest(root: str, name: str) -> None:
     """Move the pointer: refuses a version without its completion marker (the crash-safety rule)."""
-    if not is_complete(root, name):
-        raise BeamlensError(f"refusing to point LATEST at {name}: {join(root, name, COMPLETE_MARKER)} is missing")
+    problem = version_problem(root, name)
+    if problem:
+        raise BeamlensError(f"refusing to point LATEST at {name}: {problem}")
     write_text_atomic(join(root, POINTER_NAME), name + "\n")
 
 
@@ -130,7 +184,14 @@ def _remove_tree(path: str) -> None:
 
 
 def clean_partial_versions(root: str, keep: tuple[str, ...] = ()) -> list[str]:
-    """Delete version folders that never finished (no completion marker); returns their names."""
+    """Delete version folders that never finished; returns their names.
+
+    Only safe while holding the root's lock (no live run can own such a folder then); ``keep``
+    names the caller's own folder. The version LATEST names is never deleted, even if it fails
+    today's check (a reader may hold it open; the error is raised where it is read)."""
+    pointer = join(root, POINTER_NAME)
+    latest = read_text(pointer).strip() if exists(pointer) else None
+    keep = (*keep, latest) if latest else keep
     removed = []
     for name in list_versions(root):
         if name not in keep and not is_complete(root, name):

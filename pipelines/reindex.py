@@ -51,9 +51,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 
 from models import versioned_output as vo
 from models.errors import BeamlensError
+from models.faults import checkpoint
 from models.fingerprint import model_fingerprint
+from models.output_lock import DEFAULT_TTL_SECONDS, OutputLock
+from models.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
 from models.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
 from pipelines.embed_images import EmbedOptions, model_image_size
+from pipelines.options import parse_pipeline_options
 from models.shard_format import MANIFEST_NAME, EmbeddingRecord, Manifest, StoredRecord, decode_record, peek_record
 from models.tfrecord import read_records
 from transforms.decode import DecodeBatch, ImageBatch, only
@@ -64,9 +68,9 @@ from transforms.write_shards import WriteEmbeddingsAndErrors, prepare_output, re
 
 DEFAULT_NUM_SHARDS = 4
 DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_DELETED_FRACTION = 0.10
 PLAN_DIR = "plan"
 REPORT_NAME = vo.COMPLETE_MARKER
-CRASH_ENV = "BEAMLENS_REINDEX_CRASH_BEFORE_PUBLISH"  # tests: die between embedding and publishing
 
 
 class ReindexOptions(PipelineOptions):
@@ -87,6 +91,16 @@ class ReindexOptions(PipelineOptions):
         parser.add_argument("--rehash", dest="rehash", action="store_true", default=False,
                             help="read and hash every file, even those whose size and modification time are the "
                                  "stored ones (default: those are taken as unchanged without reading them)")
+        parser.add_argument("--allow-shrink", "--allow_shrink", dest="allow_shrink", action="store_true", default=False,
+                            help="publish even when the new version drops more than --max-deleted-fraction of the previous one")
+        parser.add_argument("--max-deleted-fraction", "--max_deleted_fraction", dest="max_deleted_fraction", type=float,
+                            default=DEFAULT_MAX_DELETED_FRACTION,
+                            help="largest share of the previous version's items a run may drop before it refuses "
+                                 f"to publish (the shrink guard; default {DEFAULT_MAX_DELETED_FRACTION:g})")
+        parser.add_argument("--lock-ttl", "--lock_ttl", dest="lock_ttl", type=float, default=DEFAULT_TTL_SECONDS,
+                            help="seconds without a heartbeat after which another run may take over this run's "
+                                 f"lock on the root (default {DEFAULT_TTL_SECONDS:g}; a holder on this host whose "
+                                 "process is gone is taken over at once)")
         parser.add_argument("--searcher-arg", "--searcher_arg", dest="searcher_args", action="append", default=[], help="extra argument for build-searcher, repeatable (e.g. --searcher-arg=--score=brute_force)")
 
 
@@ -250,6 +264,7 @@ def build_pipeline(
     plan_dir: str,
     buckets: int,
     trust_stamps: bool = True,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> None:
     current = (
         pipeline
@@ -269,7 +284,7 @@ def build_pipeline(
         decisions
         | "OnlyToEmbed" >> beam.FlatMap(only(EmbedRef))
         | "Batch" >> BatchForEmbedding(buckets, embed.max_batch_size)
-        | "ReadDecode" >> beam.ParDo(DecodeBatch(image_size))
+        | "ReadDecode" >> beam.ParDo(DecodeBatch(image_size, max_pixels=max_pixels))
     )
     batches = outcomes | "OnlyBatches" >> beam.FlatMap(only(ImageBatch))
     decode_errors = outcomes | "OnlyDecodeErrors" >> beam.FlatMap(only(ImageError))
@@ -408,58 +423,92 @@ def _auto_buckets(listed: int, batch: int) -> int:
     return max(1, min(4096, -(-listed // (batch * 16))))
 
 
-def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_pipeline: beam.Pipeline | None = None,
-        before_publish: Optional[Callable[[str], None]] = None) -> dict:
-    """Run one re-index; returns the report (also written as <version>/reindex_report.json)."""
-    started = time.monotonic()
-    options = PipelineOptions(list(argv) if argv is not None else None)
-    options.view_as(SetupOptions).save_main_session = save_main_session
-    opts = options.view_as(ReindexOptions)
-    embed = options.view_as(EmbedOptions)
-    source = _validate(opts, embed)
-    root = opts.output_root
-    removed = vo.clean_partial_versions(root)
-    if removed:
-        _progress(f"removed unfinished version folders of crashed runs: {', '.join(removed)}")
-    previous = vo.resolve_previous(opts.previous or root)
-    fingerprint = model_fingerprint(embed.model)
-    previous_manifest = _read_manifest(previous.shards_dir) if previous else None
-    previous_report: dict = {}
-    if previous and previous.version_dir and vo.exists(vo.join(previous.version_dir, REPORT_NAME)):
-        previous_report = json.loads(vo.read_text(vo.join(previous.version_dir, REPORT_NAME)))
-    model_changed = bool(previous_manifest and previous_manifest.model_fingerprint != fingerprint)
-    if previous is None:
-        _progress(f"no previous output at {opts.previous or root}: full build")
-        previous_shards: list[str] = []
-    elif model_changed:
-        _progress(f"the encoder changed ({previous_manifest.model_fingerprint} -> {fingerprint}): re-embedding EVERY image")
-        previous_shards = []
-    else:
-        previous_shards = [vo.join(previous.shards_dir, s) for s in previous_manifest.shards]
+@dataclasses.dataclass
+class PreviousState:
+    """What the run builds on: the previous version (if any), its manifest and report."""
 
-    listed_ids = {ref.image_id for ref in iter_image_refs(source)}
-    if not listed_ids:
-        raise BeamlensError(f"no images found in {source.describe()}")
+    resolved: Optional[vo.Resolved]
+    manifest: Optional[Manifest]
+    report: dict
+    model_changed: bool
+    shards: list[str]
+
+    def describe(self) -> str:
+        if self.resolved is None:
+            return "none"
+        return f"{self.resolved.version_dir or self.resolved.shards_dir} ({len(self.shards)} shards)"
+
+
+def _previous_state(opts: ReindexOptions, fingerprint: str) -> PreviousState:
+    previous = vo.resolve_previous(opts.previous or opts.output_root)
+    manifest = _read_manifest(previous.shards_dir) if previous else None
+    report: dict = {}
+    if previous and previous.version_dir and vo.exists(vo.join(previous.version_dir, REPORT_NAME)):
+        report = json.loads(vo.read_text(vo.join(previous.version_dir, REPORT_NAME)))
+    model_changed = bool(manifest and manifest.model_fingerprint != fingerprint)
+    if previous is None:
+        _progress(f"no previous output at {opts.previous or opts.output_root}: full build")
+        shards: list[str] = []
+    elif model_changed:
+        _progress(f"the encoder changed ({manifest.model_fingerprint} -> {fingerprint}): re-embedding EVERY image")
+        shards = []
+    else:
+        shards = [vo.join(previous.shards_dir, s) for s in manifest.shards]
+    return PreviousState(previous, manifest, report, model_changed, shards)
+
+
+def removed_from_previous(previous: PreviousState, plan: PlanCounts, records: int) -> int:
+    """How many of the previous version's items the new one drops: the deleted ones when the
+    previous shards were joined, else (encoder changed) the shrink in record count."""
+    if previous.manifest is None:
+        return 0
+    if previous.shards:
+        return plan.get(Action.DELETE)
+    return max(0, previous.manifest.count - records)
+
+
+def check_shrink(opts: ReindexOptions, previous: PreviousState, plan: PlanCounts, records: int) -> None:
+    """The shrink guard: refuse to publish a version that drops more than --max-deleted-fraction
+    of the previous one (a mis-typed or shell-expanded glob looks exactly like mass deletion)."""
+    if previous.manifest is None or previous.manifest.count == 0:
+        return
+    removed = removed_from_previous(previous, plan, records)
+    fraction = removed / previous.manifest.count
+    _progress(f"shrink check: {removed} of the previous {previous.manifest.count} items would be dropped "
+              f"({fraction:.1%}; limit {opts.max_deleted_fraction:.0%}{', --allow-shrink' if opts.allow_shrink else ''})")
+    if fraction > opts.max_deleted_fraction and not opts.allow_shrink:
+        raise BeamlensError(
+            f"refusing to publish: this re-index would drop {removed} of the previous version's "
+            f"{previous.manifest.count} items ({fraction:.1%}), more than --max-deleted-fraction "
+            f"{opts.max_deleted_fraction:g}; the input ({opts.output_root}) may be wrong (an unquoted glob, a "
+            f"missing mount). If the corpus really shrank, pass --allow-shrink. LATEST was not moved")
+
+
+@dataclasses.dataclass
+class EmbedOutcome:
+    """What the Beam part of one run wrote, read back and reconciled."""
+
+    summary: Any  # transforms.write_shards.OutputSummary
+    plan: PlanCounts
+    beam_seconds: float
+    runner: str
+
+
+def _embed_version(options: PipelineOptions, opts: ReindexOptions, embed: EmbedOptions, source: ImageSource,
+                   previous: PreviousState, listed_ids: set[str], fingerprint: str, version_dir: str,
+                   test_pipeline: Optional[beam.Pipeline]) -> EmbedOutcome:
+    """Run the join/embed graph into ``version_dir``, read back, reconcile, write the manifest."""
     image_size = embed.image_size or model_image_size(embed.model)
-    version = vo.new_version_name()
-    version_dir = vo.join(root, version)
-    shards_dir = vo.join(version_dir, vo.SHARDS_DIR)
-    plan_dir = vo.join(version_dir, PLAN_DIR)
+    shards_dir, plan_dir = vo.join(version_dir, vo.SHARDS_DIR), vo.join(version_dir, PLAN_DIR)
     prepare_output(shards_dir)
     FileSystems.mkdirs(plan_dir)
     buckets = opts.embed_buckets or _auto_buckets(len(listed_ids), embed.max_batch_size)
-    _progress(f"{len(listed_ids)} images in {source.describe()}; previous "
-              f"{previous.version_dir or previous.shards_dir if previous else 'none'} ({len(previous_shards)} shards); "
-              f"model {fingerprint}; writing {version_dir}")
-
     pipeline = test_pipeline if test_pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(pipeline, source, previous_shards, embed, image_size, fingerprint, shards_dir, plan_dir, buckets,
-                   trust_stamps=not opts.rehash)
+    build_pipeline(pipeline, source, previous.shards, embed, image_size, fingerprint, shards_dir, plan_dir, buckets,
+                   trust_stamps=not opts.rehash, max_pixels=embed.max_image_pixels)
     beam_started = time.monotonic()
-    result = pipeline.run()
-    result.wait_until_finish()
+    pipeline.run().wait_until_finish()
     beam_seconds = time.monotonic() - beam_started
-
     summary = read_outputs(shards_dir, embed.num_shards, fingerprint)
     reconcile(summary, listed_ids)
     plan = _read_plan(plan_dir, embed.num_shards)
@@ -467,49 +516,96 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_
     if planned != len(listed_ids):
         raise BeamlensError(f"the plan covers {planned} current images but {len(listed_ids)} were listed; refusing to publish")
     runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
-    extra = {"runner": runner, "beam_seconds": round(beam_seconds, 3), "reindex": plan.to_dict()["counts"],
-             "previous": previous.shards_dir if previous else None, "image_size": image_size, "source": source.describe()}
-    options_record = {k: v for k, v in embed.get_all_options(drop_default=False).items() if isinstance(v, (str, int, float, bool, type(None)))}
-    write_manifest(shards_dir, summary, fingerprint, options_record, extra)
     compared = plan.get(Action.CARRY) + plan.get(Action.EMBED_CHANGED)
     _progress(f"plan {plan.to_dict()['counts']}, metadata updated {plan.metadata_updated}; files read to compare "
               f"{plan.hashed} of {compared} in both versions{' (--rehash)' if opts.rehash else ' (others: same size and mtime)'}; "
               f"wrote {len(summary.embedded_ids)} records + {len(summary.error_ids)} errors in {beam_seconds:.1f} s ({runner})")
+    check_shrink(opts, previous, plan, len(summary.embedded_ids))
+    extra = {"runner": runner, "beam_seconds": round(beam_seconds, 3), "reindex": plan.to_dict()["counts"],
+             "previous": previous.resolved.shards_dir if previous.resolved else None, "image_size": image_size,
+             "source": source.describe()}
+    options_record = {k: v for k, v in embed.get_all_options(drop_default=False).items() if isinstance(v, (str, int, float, bool, type(None)))}
+    write_manifest(shards_dir, summary, fingerprint, options_record, extra)
+    return EmbedOutcome(summary, plan, beam_seconds, runner)
 
-    embedders = {"text": _file_fingerprint(opts.text_embedder), "image": _file_fingerprint(opts.image_embedder)}
-    searcher = _searchers(opts, version_dir, previous, previous_report, plan, model_changed, embedders)
 
-    if before_publish is not None:
-        before_publish(version_dir)
-    if os.environ.get(CRASH_ENV):
-        _progress(f"{CRASH_ENV} is set: dying before publishing (test hook)")
-        os._exit(3)
-
-    report = {
+def _report(version: str, previous: PreviousState, fingerprint: str, outcome: EmbedOutcome, searcher: dict,
+            opts: ReindexOptions, embedders: dict, removed: list[str], started: float) -> dict:
+    return {
         "version": version,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "previous": (previous.version_dir or previous.shards_dir) if previous else None,
+        "previous": (previous.resolved.version_dir or previous.resolved.shards_dir) if previous.resolved else None,
         "model_fingerprint": fingerprint,
-        "model_changed": model_changed,
-        "full_rebuild_reason": "model changed" if model_changed else ("no previous output" if previous is None else None),
-        "plan": plan.to_dict(),
-        "records": len(summary.embedded_ids),
-        "errors": len(summary.error_ids),
+        "model_changed": previous.model_changed,
+        "full_rebuild_reason": ("model changed" if previous.model_changed
+                                else ("no previous output" if previous.resolved is None else None)),
+        "plan": outcome.plan.to_dict(),
+        "records": len(outcome.summary.embedded_ids),
+        "errors": len(outcome.summary.error_ids),
+        "removed_from_previous": removed_from_previous(previous, outcome.plan, len(outcome.summary.embedded_ids)),
         "searcher": searcher,
         "searcher_args": list(opts.searcher_args),
         "embedders": embedders,
-        "runner": runner,
-        "beam_seconds": round(beam_seconds, 3),
+        "runner": outcome.runner,
+        "beam_seconds": round(outcome.beam_seconds, 3),
         "seconds": round(time.monotonic() - started, 3),
         "removed_partial_versions": removed,
     }
+
+
+def _run_locked(options: PipelineOptions, opts: ReindexOptions, embed: EmbedOptions, source: ImageSource,
+                lock: OutputLock, version: str, test_pipeline: Optional[beam.Pipeline],
+                before_publish: Optional[Callable[[str], None]], started: float) -> dict:
+    """Everything a run writes under the root, done while it holds the root's lock."""
+    root = opts.output_root
+    removed = vo.clean_partial_versions(root, keep=(version,))
+    if removed:
+        _progress(f"removed unfinished version folders of dead runs: {', '.join(removed)}")
+    fingerprint = model_fingerprint(embed.model)
+    previous = _previous_state(opts, fingerprint)
+    listed_ids = {ref.image_id for ref in iter_image_refs(source)}
+    if not listed_ids:
+        raise BeamlensError(f"no images found in {source.describe()}")
+    checkpoint("listing")
+    version_dir = vo.join(root, version)
+    _progress(f"{len(listed_ids)} images in {source.describe()}; previous {previous.describe()}; "
+              f"model {fingerprint}; writing {version_dir}")
+    outcome = _embed_version(options, opts, embed, source, previous, listed_ids, fingerprint, version_dir, test_pipeline)
+    embedders = {"text": _file_fingerprint(opts.text_embedder), "image": _file_fingerprint(opts.image_embedder)}
+    searcher = _searchers(opts, version_dir, previous.resolved, previous.report, outcome.plan, previous.model_changed, embedders)
+    checkpoint("searcher")
+    if before_publish is not None:
+        before_publish(version_dir)
+    report = _report(version, previous, fingerprint, outcome, searcher, opts, embedders, removed, started)
+    lock.ensure_held()
     vo.write_text_atomic(vo.join(version_dir, REPORT_NAME), json.dumps(report, indent=2, sort_keys=True))
+    checkpoint("report")
+    lock.ensure_held()
     vo.set_latest(root, version)
+    checkpoint("latest")
     pruned = vo.prune_old_versions(root, opts.keep_versions)
+    plan = outcome.plan
     _progress(f"published {version} (LATEST); embedded {plan.embedded}, carried {plan.get(Action.CARRY)}, "
               f"deleted {plan.get(Action.DELETE)}; searcher {searcher['action']}; pruned {pruned or 'nothing'}; "
               f"{report['seconds']:.1f} s")
     return report
+
+
+def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_pipeline: beam.Pipeline | None = None,
+        before_publish: Optional[Callable[[str], None]] = None) -> dict:
+    """Run one re-index under the root's lock; returns the report (also <version>/reindex_report.json)."""
+    started = time.monotonic()
+    options = parse_pipeline_options(argv, "reindex")
+    options.view_as(SetupOptions).save_main_session = save_main_session
+    opts = options.view_as(ReindexOptions)
+    embed = options.view_as(EmbedOptions)
+    source = _validate(opts, embed)
+    root = opts.output_root
+    FileSystems.mkdirs(root) if not FileSystems.exists(root) else None
+    existing = vo.list_versions(root)
+    version = vo.new_version_name(after=existing[-1] if existing else None)
+    with OutputLock(root, version, "beamlens reindex", opts.lock_ttl, announce=_progress) as lock:
+        return _run_locked(options, opts, embed, source, lock, version, test_pipeline, before_publish, started)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -88,7 +88,9 @@ def test_plan_counts_merge_and_round_trip():
 def _finish(root, name):
     os.makedirs(os.path.join(root, name, vo.SHARDS_DIR), exist_ok=True)
     with open(os.path.join(root, name, vo.SHARDS_DIR, "manifest.json"), "w") as stream:
-        stream.write("{}")
+        stream.write('{"shards": ["embeddings-00000-of-00001.tfrecord"]}')
+    with open(os.path.join(root, name, vo.SHARDS_DIR, "embeddings-00000-of-00001.tfrecord"), "wb") as stream:
+        stream.write(b"")
     with open(os.path.join(root, name, vo.COMPLETE_MARKER), "w") as stream:
         stream.write("{}")
 
@@ -117,4 +119,4 @@ def test_versions_pointer_cleanup_and_prune(tmp_path):
     with pytest.raises(BeamlensError, match="not a finished version"):
         vo.read_latest(root)
     name = vo.new_version_name()
-    assert name.startswith("v-") and len(name.split("-")) == 4 and name != vo.new_version_name()
+    assert name.startswith("v-") and len(name.split("-")) == 5 and name != vo.new_version_name()
