@@ -170,3 +170,32 @@ def test_default_corpus_matches_model_predict(tmp_path, encoder):
     for a in coco["annotations"]:
         captions_of.setdefault(str(a["image_id"]), []).append(a["caption"])
     assert all(sorted(records[i].captions) == sorted(captions_of[i]) for i in ids)
+
+
+def test_a_decompression_bomb_is_a_dead_letter_and_the_job_finishes(tmp_path, encoder):
+    """The issue's crafted PNG: 20000x10000 1-bit, ~24 KB. Before: DecompressionBombError, traceback,
+    no manifest. Now: one decode dead letter naming the budget, the other photos embedded."""
+    from PIL import Image  # noqa: PLC0415
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photos = h.coco_mini_photos(3)
+    for n, photo in enumerate(photos):
+        (folder / f"p{n}.jpg").write_bytes(photo.read_bytes())
+    Image.new("1", (20000, 10000)).save(folder / "bomb.png")
+    assert (folder / "bomb.png").stat().st_size < 100_000
+    out = tmp_path / "out"
+    _embed(["--input-glob", str(folder / "*"), "--model", str(encoder), "--output", str(out), "--num-shards", "2"])
+    manifest = Manifest.from_json((out / "manifest.json").read_text())
+    assert manifest.count == 3 and manifest.errors == 1 and manifest.extra["read"] == 4
+    errors = h.read_errors(out)
+    bomb = errors[str(folder / "bomb.png")]
+    assert bomb["stage"] == "decode"
+    assert bomb["reason"] == ("image too large: 20000x10000 = 200,000,000 pixels > budget 150,000,000 "
+                              "(--max-image-pixels)")
+    assert sorted(h.read_shards(out)) == sorted(str(folder / f"p{n}.jpg") for n in range(3))
+    # a bigger budget is the user's explicit choice (here: refuse even the photos, proving it is used)
+    _embed(["--input-glob", str(folder / "*"), "--model", str(encoder), "--output", str(out), "--num-shards", "2",
+            "--max-image-pixels", "1000"])
+    assert Manifest.from_json((out / "manifest.json").read_text()).count == 0
+    assert {e["stage"] for e in h.read_errors(out).values()} == {"decode"}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One scheduled re-index + publish, safe to call from cron: a lock file keeps runs from overlapping
-# (two runs on one root would each treat the other's unfinished version as a crashed one).
+# One scheduled re-index + publish, safe to call from cron. `beamlens reindex` itself locks the root
+# (ROOT/_LOCK, across hosts and on gs://; a second run exits 2 naming the holder); this host-local
+# flock only makes an overrunning cron job skip quietly instead of failing.
 #
 # Configure with an env file (default /etc/beamlens/reindex.env), for example:
 #   ROOT=/srv/beamlens/index            # or gs://bucket/beamlens/index
