@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-searcher": ("pipelines.build_searcher", "merge shards and export TFLite searchers (ScaNN index)"),
     "inspect": ("pipelines.inspect_searcher", "show the index, metadata and items of a searcher file"),
     "search": ("pipelines.search", "query a searcher with text or an image (Task Library)"),
+    "serve": ("pipelines.serve", "a live search page and JSON API to try searchers in the browser"),
     "evaluate": ("pipelines.evaluate", "quality and latency report of a searcher"),
     "reindex": ("pipelines.reindex", "incremental re-embed and re-build; moves the LATEST pointer"),
     "demo": ("pipelines.demo", "the whole chain on the default corpus"),
