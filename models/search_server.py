@@ -207,6 +207,12 @@ class SearcherPool:
         for searcher in self._searchers:
             searcher.close()
 
+    def __enter__(self) -> "SearcherPool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def open_pool(path: str, modality: str, copies: int, max_results: int, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
               num_threads: int = 1) -> SearcherPool:
