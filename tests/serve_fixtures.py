@@ -12,13 +12,21 @@ uris are the real photo files under ../shared/testdata: the server reads and ser
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
+from tests.conftest import PROJECT_ROOT, TESTDATA, TFLITE_SUPPORT_DATA
 
 REGEX_EMBEDDER = str(TFLITE_SUPPORT_DATA / "regex_one_embedding_with_metadata.tflite")
 IMAGE_EMBEDDER = str(TESTDATA / "models" / "mobilenet_v3_small_075_224_embedder.tflite")
@@ -69,3 +77,56 @@ def build_serve_searchers(folder: Path) -> ServeSearchers:
     image_path = search_fixtures.build_float_searcher(
         IMAGE_EMBEDDER, str(folder / "image_vectors.npy"), metadata, str(folder / "image_searcher.tflite"))
     return ServeSearchers(text_path, image_path, photos, captions)
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now (the server binds it a moment later)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(text_searcher: str | None, image_searcher: str | None = None, extra_args: Sequence[str] = (),
+                   ready_seconds: float = 120.0) -> Iterator[str]:
+    """Run ``beamlens serve`` as a user does (its own TF-free process) on a free loopback port;
+    yields its base URL once /healthz answers, and stops it (SIGINT, as Ctrl-C) afterwards."""
+    import urllib.request
+
+    port = free_port()
+    args = [sys.executable, "-m", "pipelines.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    if text_searcher:
+        args += ["--searcher", text_searcher]
+    if image_searcher:
+        args += ["--image-searcher", image_searcher]
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(args, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_seconds
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"beamlens serve exited with {process.returncode}:\n{log.read().decode(errors='replace')}")
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"beamlens serve did not answer /healthz within {ready_seconds:.0f} s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
