@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -202,4 +203,8 @@ def main(argv: list[str]) -> int:
     if summary.exists():
         print_summary(json.loads(summary.read_text()))
     print(f"\nHTML report: {report}")
+    searchers = workdir / "searchers"
+    print("try the searchers in the browser (then open http://127.0.0.1:8080/):\n"
+          f"  beamlens serve --searcher {shlex.quote(str(searchers / 'text_searcher.tflite'))} "
+          f"--image-searcher {shlex.quote(str(searchers / 'image_searcher.tflite'))}")
     return 0
