@@ -332,7 +332,7 @@ def _forms(view: PageView, limits: ServerLimits, text: bool, image: bool) -> str
             f'<input type="file" name="{UPLOAD_FIELD}" id="image" accept="{accept}" required>'
             f'<label>k <input type="number" name="k" min="1" max="{limits.max_k}" value="{view.k}"></label>'
             f'<button type="submit" id="search-image">Search by image</button>'
-            f'<span class="note">at most {limits.max_upload_bytes / 1e6:.0f} MB</span></form>'
+            f'<span class="note">at most {limits.max_upload_bytes / 2**20:.3g} MiB</span></form>'
         )
     return "\n".join(parts)
 
