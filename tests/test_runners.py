@@ -2,7 +2,7 @@
 
 * in-memory FnApiRunner (what DirectRunner falls back to offline),
 * DirectRunner ``multi_processing`` with 2 workers (DoFns and the model handler must pickle),
-* DaskRunner on a ``distributed.LocalCluster`` with 2 worker processes (a real distributed engine
+* DaskRunner on a ``distributed.LocalCluster`` with 2 workers (threads of this process, see below) (a real distributed engine
   with known defects: the pipeline's read-back count check must pass there too).
 """
 

