@@ -48,8 +48,12 @@ Concurrency (measured on this machine, 2 cores, tflite-support 0.4.4, one Task L
     The image encoder releases the GIL while it runs, so a pool of 2 is 1.5x faster; a tiny text
     encoder is GIL-bound either way (and far faster than HTTP). Hence the default pool of
     ``min(2, cores)``; each copy holds its own index in memory, so ``--searchers-per-file 1`` is
-    the choice for a large index on a small machine. ``benchmarks/serve_load.py`` measures the
-    same through HTTP. Where TensorFlow is loaded in the process (tests, notebooks) the Task
+    the choice for a large index on a small machine. Through HTTP (``benchmarks/serve_load.py``:
+    2,000 requests, 8 keep-alive clients on the same 2 cores, a 7:2:1 mix of text searches, image
+    fetches and uploads on the small test searchers, 3 runs each while other jobs shared the
+    machine) 1 copy gave 432-512 requests/s (p50 15-17 ms, p99 36-59 ms) and 2 copies 313-568
+    requests/s (p50 14-19 ms, p99 26-238 ms): no difference beyond the noise, because with models
+    this small one Python process's HTTP handling is the bottleneck, not the searchers. Where TensorFlow is loaded in the process (tests, notebooks) the Task
     Library runs in the shared child process of ``models.compat`` and calls are serialised there.
 
 Limits (4xx with a JSON body ``{"error": ..., "status": ...}``; an HTML page for the page routes)

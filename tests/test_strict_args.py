@@ -24,7 +24,7 @@ from tests.conftest import PROJECT_ROOT
 # Hard-coded on purpose: a subcommand that disappears from COMMANDS must fail this test.
 EXPECTED_COMMANDS = [
     "make-corpus", "train", "evaluate-encoder", "export-text-embedder", "export-pretrained", "embed",
-    "build-searcher", "inspect", "search", "evaluate", "reindex", "demo",
+    "build-searcher", "inspect", "search", "serve", "evaluate", "reindex", "demo",
 ]
 # Arguments each command parses successfully (the files need not exist: parsing comes first).
 VALID_ARGS = {
@@ -37,6 +37,7 @@ VALID_ARGS = {
     "build-searcher": ["--shards", "{tmp}/shards", "--out", "{tmp}/searchers"],
     "inspect": ["{tmp}/s.tflite"],
     "search": ["{tmp}/s.tflite", "a query"],
+    "serve": ["--searcher", "{tmp}/s.tflite"],
     "evaluate": ["--searcher", "{tmp}/s.tflite", "--text-embedder", "{tmp}/t.tflite", "--captions", "{tmp}/c.json",
                  "--shards", "{tmp}/shards", "--out", "{tmp}/report"],
     "reindex": ["--output-root", "{tmp}/index"],
