@@ -283,14 +283,14 @@ def build_encoders(vision_backbone, text_backbone, image_size: int, max_tokens: 
 
 
 def build_heads(image_width: int, text_width: int, alignment: Alignment, classifier, residual_units: int,
-                image_input: str, text_input: str):
+                image_input: str, text_input: str, names: tuple[str, str] = ("vision_head", "text_head")):
     """(vision head, text head) on feature inputs: the same layers, by name, as :func:`build_encoders`."""
     import keras  # noqa: PLC0415
 
     image = keras.Input((image_width,), dtype="float32", name=image_input)
     text = keras.Input((text_width,), dtype="float32", name=text_input)
-    return (keras.Model(image, vision_head(image, alignment, classifier, residual_units), name="vision_head"),
-            keras.Model(text, text_head(text, alignment, residual_units), name="text_head"))
+    return (keras.Model(image, vision_head(image, alignment, classifier, residual_units), name=names[0]),
+            keras.Model(text, text_head(text, alignment, residual_units), name=names[1]))
 
 
 def alignment_for(text_backbone, tokenizer, dimension: int, temperature: float = DEFAULT_TEMPERATURE,

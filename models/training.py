@@ -46,6 +46,8 @@ class TrainOptions:
     # phase end the run there (measured: stopped at top-10 0.17 instead of 0.4+).
     plateau_warmup_epochs: int = 8
     seed: int = 0
+    # Caption-free heads only: weight of the pull toward the caption-free vectors (models.head_training.anchored_loss).
+    anchor_weight: float = 0.0
     verbose: int = 2
     cache_dir: str | None = None  # where decoded pixels are cached (default: a temporary folder)
 
@@ -96,6 +98,22 @@ def load_split(name: str, captions_file: str | Sequence[str], image_root: str | 
     if not kept:
         raise BeamlensError(f"{name} split is empty: none of the {len(images)} images of {captions_file} decodes")
     return Split(name, kept, skipped)
+
+
+def hold_out(split: Split, fraction: float, seed: int = 0, minimum: int = 2) -> tuple[Split, Split]:
+    """(rest, held out): a seeded ``fraction`` of the images (at least ``minimum``) set aside as a
+    validation split, for early stopping when no validation captions are given."""
+    if not 0 < fraction < 1:
+        raise BeamlensError(f"--val-fraction must be between 0 and 1, got {fraction}")
+    count = max(minimum, int(round(fraction * len(split.images))))
+    if count >= len(split.images):
+        raise BeamlensError(f"{split.name}: {len(split.images)} images are too few to hold {count} out for "
+                            "validation; give --val-captions, or more captioned images")
+    order = np.random.default_rng(seed).permutation(len(split.images))
+    held = set(order[:count].tolist())
+    keep = [im for i, im in enumerate(split.images) if i not in held]
+    val = [im for i, im in enumerate(split.images) if i in held]
+    return Split(split.name, keep, split.skipped), Split(f"{split.name} (held out)", val, {})
 
 
 def _caption_ids(image: CocoImage, vocab: Vocabulary, max_tokens: int) -> np.ndarray:

@@ -28,7 +28,7 @@ def trained_model(tmp_path_factory) -> tuple[Path, Path]:
             "--captions", str(ann / "captions_train.json"), "--images", str(corpus / "train"),
             "--val-captions", str(ann / "captions_val.json"), "--val-images", str(corpus / "val"),
             "--out", str(model), "--epochs", "1", "--batch-size", "16", "--image-size", "32",
-            "--max-tokens", "16"])
+            "--max-tokens", "16", "--image-backbone", "scratch_cnn", "--text-backbone", "scratch_text"])
         assert code == 0
         _CACHE["model"], _CACHE["corpus"] = model, corpus
     return _CACHE["model"], _CACHE["corpus"]

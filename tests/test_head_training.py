@@ -73,7 +73,7 @@ def test_train_cli_with_pretrained_backbones_trains_heads_and_exports(tmp_path, 
     out = tmp_path / "model"
     train.main(["--captions", str(TRAIN_CAPTIONS), "--val-captions", str(VAL_CAPTIONS), "--out", str(out),
                 "--image-backbone", "efficientnet_lite0", "--text-backbone", "minilm", "--epochs", "3",
-                "--embedding-dim", "32"])
+                "--embedding-dim", "32", "--init", "random"])
     printed = capsys.readouterr()
     assert "both frozen: features computed once, heads trained" in printed.out
     assert "train: computing frozen backbone features once (29 images)" in printed.err
@@ -125,5 +125,5 @@ def test_bert_text_backbone_beside_a_trainable_image_backbone_is_refused(tmp_pat
 
     with pytest.raises(BeamlensError, match="trains frozen, beside a frozen image backbone"):
         train.main(["--captions", str(TRAIN_CAPTIONS), "--out", str(tmp_path / "m"), "--text-backbone", "minilm",
-                    "--epochs", "1"])
+                    "--image-backbone", "scratch_cnn", "--epochs", "1"])
     assert not (tmp_path / "m").exists()
