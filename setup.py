@@ -37,6 +37,7 @@ setup(
         "pillow>=10",
         "google-crc32c>=1.5",
         "matplotlib>=3.8",
+        "scikit-image>=0.22",  # its wheel ships real photographs (skimage/data): the demo's caption-free step
         *TFLITE_SUPPORT_RUNTIME_DEPS,
     ],
     extras_require={

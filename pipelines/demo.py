@@ -116,6 +116,73 @@ def plan_steps(workdir: Path, num_images: int, epochs: int | None, backbones: di
     return steps
 
 
+# Real photographs shipped in the scikit-image wheel (skimage/data; the rest there are textures
+# and test patterns), indexed with no captions; each query names the photo it should find.
+REAL_PHOTOS = ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "horse.png",
+               "hubble_deep_field.jpg", "moon.png", "motorcycle_left.png", "retina.jpg", "rocket.jpg")
+REAL_QUERIES = (("a cat", "chelsea.png"), ("a cup of coffee", "coffee.png"), ("a rocket on the launch pad", "rocket.jpg"))
+
+
+def skimage_data_dir() -> Path | None:
+    """skimage/data of the installed wheel, found without importing scikit-image."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    return folder if folder.is_dir() else None
+
+
+def stage_real_photos(workdir: Path, source: Path) -> Path:
+    """Copy the real photographs into ``workdir/real-photos`` (the corpus ``embed`` globs)."""
+    folder = workdir / "real-photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in REAL_PHOTOS:
+        if (source / name).exists() and not (folder / name).exists():
+            shutil.copyfile(source / name, folder / name)
+    return folder
+
+
+def plan_real_photo_steps(workdir: Path, photos: Path) -> list[Step]:
+    """Caption-free search of real photos: export-pretrained -> embed -> build-searcher -> 3 queries."""
+    model, shards, searchers, report = (workdir / name for name in ("caption-free", "real-shards", "real-searchers", "report"))
+    steps = [
+        Step("export the caption-free model (no captions, no training)",
+             _beamlens("export-pretrained", "--out", str(model)), model / "encoder_config.json"),
+        Step("embed the scikit-image photos caption-free with Beam",
+             _beamlens("embed", "--input-glob", str(photos / "*"), "--model", str(model / "vision_encoder.keras"),
+                       "--output", str(shards), "--resize", "task_library", "--num-shards", "1"),
+             shards / "manifest.json"),
+        Step("build the real-photo text searcher",
+             _beamlens("build-searcher", "--shards", str(shards), "--out", str(searchers),
+                       "--text-embedder", str(model / "text_embedder.tflite"),
+                       "--image-embedder", str(model / "image_embedder.tflite")),
+             searchers / "searcher_report.json"),
+    ]
+    for number, (query, _) in enumerate(REAL_QUERIES, start=1):
+        steps.append(Step(f"real-photo query {number}: {query!r}",
+                          _beamlens("search", str(searchers / "text_searcher.tflite"), query, "-k", "5",
+                                    "--html", str(report / f"real-query-{number}.html")), None))
+    return steps
+
+
+def print_real_photo_ranks(workdir: Path) -> None:
+    """The rank of each query's expected photo among all indexed real photos."""
+    searcher = workdir / "real-searchers" / "text_searcher.tflite"
+    print(f"\ncaption-free search over {len(REAL_PHOTOS)} scikit-image photos (no captions anywhere):")
+    for number, (query, expected) in enumerate(REAL_QUERIES, start=1):
+        done = subprocess.run(_beamlens("search", str(searcher), query, "-k", str(len(REAL_PHOTOS)), "--json"),
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BeamlensError(f"real-photo query {query!r} failed: {done.stderr.strip()[-300:]}")
+        hits = json.loads(done.stdout)["hits"]
+        names = [Path(hit.get("uri") or hit.get("image_id") or "").name for hit in hits]
+        rank = names.index(expected) + 1 if expected in names else None
+        print(f"  {query!r}: {expected} at rank {rank if rank else 'not found'} of {len(names)} "
+              f"(first: {', '.join(names[:3])}); gallery {workdir / 'report' / f'real-query-{number}.html'}")
+
+
 def _resolve_placeholders(argv: list[str]) -> list[str]:
     """``{first:DIR}`` becomes the first JPEG in DIR (known only after the corpus exists)."""
     resolved = []
@@ -197,11 +264,19 @@ def main(argv: list[str]) -> int:
           + (" (pretrained, frozen: only the projection heads train)" if backbones == PRETRAINED else " (trained from scratch)"),
           flush=True)
     forget_other_backbones(workdir, backbones)
-    run_steps(plan_steps(workdir, args.num_images, args.epochs, backbones))
+    real = skimage_data_dir()
+    steps = plan_steps(workdir, args.num_images, args.epochs, backbones)
+    if real is not None:
+        steps += plan_real_photo_steps(workdir, stage_real_photos(workdir, real))
+    else:
+        print("scikit-image is not installed: the real-photo steps are skipped (run `make install`)", flush=True)
+    run_steps(steps)
     report = workdir / "report" / "report.html"
     summary = workdir / "report" / "report.json"
     if summary.exists():
         print_summary(json.loads(summary.read_text()))
+    if real is not None:
+        print_real_photo_ranks(workdir)
     print(f"\nHTML report: {report}")
     searchers = workdir / "searchers"
     print("try the searchers in the browser (then open http://127.0.0.1:8080/):\n"

@@ -156,3 +156,15 @@ def test_train_with_the_scratch_pair_says_it_was_asked_for(tmp_path, capsys):
         train.main(["--captions", str(empty), "--out", str(tmp_path / "m"), "--image-backbone", "scratch_cnn",
                     "--text-backbone", "scratch_text"])
     assert capsys.readouterr().out.splitlines()[0] == "backbones: scratch_cnn + scratch_text, as given"
+
+
+def test_demo_plans_caption_free_search_of_the_scikit_image_photos(tmp_path):
+    from pipelines import demo
+
+    source = demo.skimage_data_dir()
+    assert source is not None, "scikit-image is installed with the project (setup.py)"
+    photos = demo.stage_real_photos(tmp_path, source)
+    assert sorted(p.name for p in photos.iterdir()) == sorted(demo.REAL_PHOTOS)
+    steps = demo.plan_real_photo_steps(tmp_path, photos)
+    assert [step.argv[3] for step in steps] == ["export-pretrained", "embed", "build-searcher", "search", "search", "search"]
+    assert {expected for _, expected in demo.REAL_QUERIES} <= set(demo.REAL_PHOTOS)
