@@ -251,6 +251,10 @@ def run(argv: Sequence[str] | None = None, save_main_session: bool = True, test_
     print(f"beamlens embed: read {len(listed_ids)}, embedded {len(summary.embedded_ids)}, failed {len(summary.error_ids)} "
           f"in {seconds:.1f} s ({rate:.1f} images/s, runner {runner}); counters {counters}; manifest written",
           file=sys.stderr, flush=True)
+    try:
+        result.beamlens_summary = (len(listed_ids), len(summary.embedded_ids), embed.output)  # for main's check
+    except AttributeError:
+        pass
     return result
 
 
@@ -261,5 +265,9 @@ def main(argv: Sequence[str]) -> int:
         parser.epilog = "All standard Apache Beam pipeline options (--runner, --direct_num_workers, Dataflow options, --dask_client_address ...) are passed through."
         parser.print_help()
         return 0
-    run(argv)
+    result = run(argv)
+    summary = getattr(result, "beamlens_summary", None)
+    if summary is not None and summary[0] and not summary[1]:
+        raise BeamlensError(f"none of the {summary[0]} files read decodes as a photo (all are dead letters: see "
+                            f"errors-*.jsonl in {summary[2]}): nothing to search")
     return 0

@@ -168,3 +168,14 @@ def test_demo_plans_caption_free_search_of_the_scikit_image_photos(tmp_path):
     steps = demo.plan_real_photo_steps(tmp_path, photos)
     assert [step.argv[3] for step in steps] == ["export-pretrained", "embed", "build-searcher", "search", "search", "search"]
     assert {expected for _, expected in demo.REAL_QUERIES} <= set(demo.REAL_PHOTOS)
+
+
+def test_a_corpus_folder_with_no_decodable_photo_exits_2(caption_free_model, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_text("not a photo")
+    (photos / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    code = cli.main(["embed", "--input-glob", str(photos / "*"), "--model", str(caption_free_model / "vision_encoder.keras"),
+                     "--output", str(tmp_path / "shards"), "--runner", "FnApiRunner"])
+    assert code == 2
+    assert "beamlens embed: error: none of the 2 files read decodes as a photo" in capsys.readouterr().err
