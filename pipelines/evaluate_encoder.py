@@ -7,7 +7,7 @@
 
 Each split is scored on its own (captions against the images of that split). With --corpus-dir
 (the default corpus from ``beamlens make-corpus``) the attribute recall / precision are added;
-see models/encoder_evaluation.py for the exact definitions and chance levels. The training curves
+see models/training/evaluation.py for the exact definitions and chance levels. The training curves
 in the model folder's history.json are plotted next to the report.
 """
 
@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 
+from models.export import model_folder
 from models.errors import BeamlensError
 
 
@@ -37,31 +38,32 @@ def load_models(model_dir: str):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: PLC0415
 
-    import models.backbones  # noqa: F401,PLC0415 (registers custom layers a backbone may use)
-    from models.backbones import _load_all  # noqa: PLC0415
-    from models.encoder_evaluation import EncoderModels  # noqa: PLC0415
-    from models.bert_tokenizer import load_caption_tokenizer  # noqa: PLC0415
+    import models.encoders.backbones  # noqa: F401,PLC0415 (registers custom layers a backbone may use)
+    from models.encoders.backbones import _load_all  # noqa: PLC0415
+    from models.training.evaluation import EncoderModels  # noqa: PLC0415
+    from models.encoders.bert_tokenizer import load_caption_tokenizer  # noqa: PLC0415
 
     _load_all()
-    needed = ("encoder_config.json", "vision_encoder.keras", "text_encoder.keras", "vocab.txt")
+    needed = (model_folder.CONFIG, model_folder.VISION_ENCODER, model_folder.TEXT_ENCODER, model_folder.VOCAB)
     missing = [n for n in needed if not os.path.isfile(os.path.join(model_dir, n))]
     if missing:
         raise BeamlensError(f"{model_dir} is not a trained model folder (missing {', '.join(missing)}); run beamlens train")
-    with open(os.path.join(model_dir, "encoder_config.json")) as stream:
+    with open(os.path.join(model_dir, model_folder.CONFIG)) as stream:
         config = json.load(stream)
     return EncoderModels(
-        vision=keras.saving.load_model(os.path.join(model_dir, "vision_encoder.keras")),
-        text=keras.saving.load_model(os.path.join(model_dir, "text_encoder.keras")),
-        vocab=load_caption_tokenizer(os.path.join(model_dir, "vocab.txt"), config.get("text_backbone")),
+        vision=keras.saving.load_model(os.path.join(model_dir, model_folder.VISION_ENCODER)),
+        text=keras.saving.load_model(os.path.join(model_dir, model_folder.TEXT_ENCODER)),
+        vocab=load_caption_tokenizer(os.path.join(model_dir, model_folder.VOCAB), config.get("text_backbone")),
         image_size=int(config["image_size"]), max_tokens=int(config["max_tokens"])), config
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     models, config = load_models(args.model_dir)
-    from models.coco import split_name_from_captions_file  # noqa: PLC0415
-    from models.encoder_evaluation import evaluate_split  # noqa: PLC0415
-    from models.training import load_split, plot_history, write_json  # noqa: PLC0415
+    from models.corpora.coco import split_name_from_captions_file  # noqa: PLC0415
+    from models.training.evaluation import evaluate_split  # noqa: PLC0415
+    from models.io.files import write_json  # noqa: PLC0415
+    from models.training.end_to_end import load_split, plot_history  # noqa: PLC0415
 
     report: dict = {"model_dir": os.path.abspath(args.model_dir), "splits": {}}
     for label, captions, images in (("held_out", args.captions, args.images), ("train", args.train_captions, args.train_images)):
@@ -70,7 +72,7 @@ def main(argv: list[str]) -> int:
         split = load_split(label, captions, images, models.image_size)
         truth = None
         if args.corpus_dir:
-            from models.corpus import load_ground_truth  # noqa: PLC0415
+            from models.corpora.synthetic import load_ground_truth  # noqa: PLC0415
 
             name = split_name_from_captions_file(captions)
             truth = load_ground_truth(args.corpus_dir, name or "")

@@ -11,7 +11,7 @@
 writes ``vision_encoder.keras`` (Beam), ``image_embedder.tflite``, ``text_embedder.tflite``
 (BertTokenizer metadata), ``text_encoder.keras``, ``vocab.txt`` and ``encoder_config.json`` (last):
 EfficientNet-Lite0's ImageNet class probabilities weight MiniLM embeddings of class-name prompts,
-so photos need no captions (models/caption_free.py). ``beamlens train`` starts from the same
+so photos need no captions (models/encoders/caption_free.py). ``beamlens train`` starts from the same
 vectors. ``--image-only`` (or another ``--backbone``) writes the older image-to-image embedder
 instead: the backbone's pooled features (1280-d) as ``vision_encoder.keras`` +
 ``image_embedder.tflite`` + ``pretrained_embedder.json``. A ready-made Task Library embedder
@@ -24,7 +24,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from models.pretrained_export import DEFAULT_BACKBONE, export_caption_free, export_pretrained
+from models.export.pretrained import DEFAULT_BACKBONE, export_caption_free, export_pretrained
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption_free.add_argument("--embedding-dim", type=int, default=128,
                               help="index dimension: a PCA of the class-name prompt vectors (default 128; 384 = none)")
     caption_free.add_argument("--temperature", type=float, default=None,
-                              help="softmax temperature of the class probabilities (default 3, see models/caption_free.py)")
+                              help="softmax temperature of the class probabilities (default 3, see models/encoders/caption_free.py)")
     caption_free.add_argument("--prompts", default=None,
                               help="file of prompt templates, one a line with {} for the class name (default: 8 built in)")
     caption_free.add_argument("--class-names", default=None,

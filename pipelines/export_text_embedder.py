@@ -8,7 +8,7 @@ encoder_config.json and vocab.txt), so a trained model gets an int8 embedder wit
 --pretrained minilm: the all-MiniLM-L6-v2 sentence encoder alone (384-d unit vectors, no projection
 head): a text embedder that needs no training, for text-to-text searchers.
 The tokenizer metadata (RegexTokenizer, or BertTokenizer for a BERT-like encoder) follows the model.
---quantize int8 is dynamic-range quantization, channel-equalized (see models/export.py): MiniLM
+--quantize int8 is dynamic-range quantization, channel-equalized (see models/export/encoders.py): MiniLM
 90 -> 23 MB, cosine >= 0.99 to float, and somewhat faster in the Task Library (x86, 1 thread:
 26 vs 30 ms at 32 tokens). --dynamic-length (BERT-like encoders) skips the padding on the device.
 """
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 
+from models.export import model_folder
 from models.errors import BeamlensError
 
 
@@ -39,22 +40,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def _trained(model_dir: str):
     import keras  # noqa: PLC0415
 
-    from models.backbones import _load_all  # noqa: PLC0415
+    from models.encoders.backbones import _load_all  # noqa: PLC0415
 
-    needed = ("encoder_config.json", "text_encoder.keras", "vocab.txt")
+    needed = (model_folder.CONFIG, model_folder.TEXT_ENCODER, model_folder.VOCAB)
     missing = [n for n in needed if not os.path.isfile(os.path.join(model_dir, n))]
     if missing:
         raise BeamlensError(f"{model_dir} is not a trained model folder (missing {', '.join(missing)}); run beamlens train")
     _load_all()  # registers custom layers a backbone may use
-    with open(os.path.join(model_dir, "encoder_config.json")) as stream:
+    with open(os.path.join(model_dir, model_folder.CONFIG)) as stream:
         max_tokens = int(json.load(stream)["max_tokens"])
-    model = keras.saving.load_model(os.path.join(model_dir, "text_encoder.keras"))
-    return model, max_tokens, os.path.join(model_dir, "vocab.txt")
+    model = keras.saving.load_model(os.path.join(model_dir, model_folder.TEXT_ENCODER))
+    return model, max_tokens, os.path.join(model_dir, model_folder.VOCAB)
 
 
 def _pretrained(name: str, weights: str | None, max_tokens: int):
-    from models.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
-    from models.backbones.minilm import vocab_path  # noqa: PLC0415
+    from models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
+    from models.encoders.backbones.minilm import vocab_path  # noqa: PLC0415
 
     model = build_text_backbone(BackboneConfig(name, max_tokens=max_tokens, weights=weights))
     return model, max_tokens, vocab_path(weights)
@@ -63,7 +64,7 @@ def _pretrained(name: str, weights: str | None, max_tokens: int):
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from models.export import export_text_embedder  # noqa: PLC0415 (TensorFlow only when exporting)
+    from models.export.encoders import export_text_embedder  # noqa: PLC0415 (TensorFlow only when exporting)
 
     if args.model_dir:
         model, max_tokens, vocab = _trained(args.model_dir)

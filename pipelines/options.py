@@ -1,170 +1,141 @@
-"""Strict parsing of the Beam pipeline commands' arguments (``beamlens embed``, ``beamlens reindex``).
+"""The Beam pipeline commands' options and their checks, in one place (``embed`` and ``reindex``).
 
-Beam's own ``PipelineOptions`` logs "Discarding unparseable args" and carries on, so a typo
-(``--num-shardz 3``) runs with the default and an unquoted ``--input-glob dir/*.jpg``, expanded by
-the shell, embeds the first file and silently drops the rest, with exit status 0. Here the same
-arguments are first checked against the parser Beam itself builds from every registered
-``PipelineOptions`` subclass (Beam's, Dataflow's, Flink's, Dask's and ours: ``EmbedOptions``,
-``ReindexOptions``), so every real pipeline option still passes and nothing else does. No list of
-option names is kept here: an option is valid because some imported options class defines it.
+Both commands take the corpus/model options of :class:`EmbedOptions`; ``reindex`` adds
+:class:`ReindexOptions`. Beam registers every ``PipelineOptions`` subclass in one parser, so the
+shared options are defined once, here, and validated by the same functions: the two commands can
+no longer disagree on what ``--model`` may be. Arguments are parsed strictly
+(pipelines/strict_args.py): an unknown option or a stray path is an error, not a warning.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import importlib
-import os
-import sys
-from typing import NoReturn, Optional, Sequence
+from typing import Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
 from models.errors import BeamlensError
+from models.io import files
+from models.shards.lock import DEFAULT_TTL_SECONDS
+from pipelines.strict_args import parse_pipeline_options
+from transforms.read_images import ImageSource
 
-# Options classes Beam defines outside the modules ``import apache_beam`` loads. DaskOptions
-# (--dask_client_address ...) lives with the DaskRunner, whose import pulls in dask.distributed
-# (about 1.5 s): it is imported only when the arguments hold something the first pass rejects.
-OPTIONAL_OPTIONS_MODULES: tuple[str, ...] = ("apache_beam.runners.dask.dask_runner",)
+DEFAULT_NUM_SHARDS = 4
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_DELETED_FRACTION = 0.10
+RESIZES = ("auto", "pil", "task_library")
 
 
-def beam_parser(command: str) -> argparse.ArgumentParser:
-    """Beam's parser of all registered options, as ``PipelineOptions.get_all_options`` builds it.
+class EmbedOptions(PipelineOptions):
+    """The corpus and model options; every standard Beam option passes through untouched."""
 
-    Taken from Beam through its ``add_extra_args_fn`` hook rather than rebuilt, so the choice of
-    classes (every direct ``PipelineOptions`` subclass, first of each name) and the parser type
-    (``_BeamArgumentParser``, ``allow_abbrev=False``) stay Beam's. Parsing no flags logs nothing.
-    Its errors (``--num-shards abc``) raise ``BeamlensError`` instead of printing Beam's usage of
-    some 170 options and exiting.
-    """
-    captured: list[argparse.ArgumentParser] = []
-    PipelineOptions([]).get_all_options(add_extra_args_fn=captured.append)
-    parser = captured[0]
-    parser.prog = f"beamlens {command}"
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--captions", dest="captions", default=None, help="COCO captions_*.json (local or any Beam filesystem)")
+        parser.add_argument("--images", dest="images", default=None, help="image folder of the COCO split (default: <captions>/../../<split>)")
+        parser.add_argument("--input-glob", "--input_glob", dest="input_glob", default=None, help="glob of image files instead of a COCO layout, e.g. 'gs://b/photos/*.jpg'")
+        parser.add_argument("--model", dest="model", default=None, help="vision encoder .keras file (raw 0..255 pixels in, vectors out), or a Task Library image embedder .tflite")
+        parser.add_argument("--output", dest="output", default=None, help="output folder for shards, error files and manifest.json")
+        parser.add_argument("--num-shards", "--num_shards", dest="num_shards", type=int, default=DEFAULT_NUM_SHARDS, help="number of embedding shards (and error files)")
+        parser.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=0, help="square input size; default: read from the model's input shape")
+        parser.add_argument("--resize", dest="resize", choices=RESIZES, default="auto",
+                            help="how images are resized: pil (the training preprocessing, antialiased), task_library "
+                                 "(bilinear without antialiasing, as the Task Library resizes a query); "
+                                 "auto: task_library for a .tflite model, pil for .keras")
+        parser.add_argument("--min-batch-size", "--min_batch_size", dest="min_batch_size", type=int, default=1, help="smallest inference batch the handler accepts")
+        parser.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=int,
+                            default=DEFAULT_MAX_IMAGE_PIXELS,
+                            help="pixel budget per image, checked from the header before decoding: a larger image "
+                                 f"(a decompression bomb) is dead-lettered, not decoded (default {DEFAULT_MAX_IMAGE_PIXELS:,})")
+        parser.add_argument("--max-batch-size", "--max_batch_size", dest="max_batch_size", type=int, default=DEFAULT_MAX_BATCH_SIZE, help="images per inference batch (batches are formed before RunInference)")
 
-    def fail(message: str) -> NoReturn:
-        raise BeamlensError(f"{message} (see `beamlens {command} --help`)")
 
-    parser.error = fail  # type: ignore[method-assign]
+class ReindexOptions(PipelineOptions):
+    """The re-index job's own options, on top of :class:`EmbedOptions`."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--output-root", "--output_root", dest="output_root", default=None, help="root folder of the versioned outputs (holds LATEST)")
+        parser.add_argument("--previous", dest="previous", default=None, help="previous output: a root (follows LATEST), ROOT/LATEST, a version folder or a `beamlens embed` folder; default: --output-root")
+        parser.add_argument("--text-embedder", "--text_embedder", dest="text_embedder", default=None, help="text embedder .tflite -> searchers/text_searcher.tflite")
+        parser.add_argument("--image-embedder", "--image_embedder", dest="image_embedder", default=None, help="image embedder .tflite -> searchers/image_searcher.tflite")
+        parser.add_argument("--no-searcher", "--no_searcher", dest="no_searcher", action="store_true", default=False, help="publish shards only (build the searcher elsewhere)")
+        parser.add_argument("--embed-buckets", "--embed_buckets", dest="embed_buckets", type=int, default=0, help="groups the images to embed are batched in (default: from the corpus size)")
+        parser.add_argument("--keep-versions", "--keep_versions", dest="keep_versions", type=int, default=3, help="finished versions kept under the root (older ones deleted); 0 keeps all")
+        parser.add_argument("--rehash", dest="rehash", action="store_true", default=False,
+                            help="read and hash every file, even those whose size and modification time are the "
+                                 "stored ones (default: those are taken as unchanged without reading them)")
+        parser.add_argument("--allow-shrink", "--allow_shrink", dest="allow_shrink", action="store_true", default=False,
+                            help="publish even when the new version drops more than --max-deleted-fraction of the previous one")
+        parser.add_argument("--max-deleted-fraction", "--max_deleted_fraction", dest="max_deleted_fraction", type=float,
+                            default=DEFAULT_MAX_DELETED_FRACTION,
+                            help="largest share of the previous version's items a run may drop before it refuses "
+                                 f"to publish (the shrink guard; default {DEFAULT_MAX_DELETED_FRACTION:g})")
+        parser.add_argument("--lock-ttl", "--lock_ttl", dest="lock_ttl", type=float, default=DEFAULT_TTL_SECONDS,
+                            help="seconds without a heartbeat after which another run may take over this run's "
+                                 f"lock on the root (default {DEFAULT_TTL_SECONDS:g}; a holder on this host whose "
+                                 "process is gone is taken over at once)")
+        parser.add_argument("--searcher-arg", "--searcher_arg", dest="searcher_args", action="append", default=[], help="index option for the searcher build, repeatable (e.g. --searcher-arg=--score=brute_force; see `beamlens build-searcher --help`)")
+
+
+def parse_options(argv: Optional[Sequence[str]], command: str) -> PipelineOptions:
+    """Strictly parsed options of ``embed`` / ``reindex`` (both classes above are registered)."""
+    return parse_pipeline_options(argv, command)
+
+
+def options_help(command: str, description: str, with_reindex: bool) -> argparse.ArgumentParser:
+    """The --help parser: our options; Beam's own are documented by Beam."""
+    parser = argparse.ArgumentParser(prog=f"beamlens {command}", description=description)
+    EmbedOptions._add_argparse_args(parser)
+    if with_reindex:
+        ReindexOptions._add_argparse_args(parser)
+    parser.epilog = ("All standard Apache Beam pipeline options (--runner, --direct_num_workers, Dataflow options, "
+                     "--dask_client_address ...) are passed through.")
     return parser
 
 
-def _register_optional_options() -> None:
-    """Import the optional options modules that are installed (their classes register on import)."""
-    for module in OPTIONAL_OPTIONS_MODULES:
-        try:
-            importlib.import_module(module)
-        except ImportError:  # that runner's dependencies are not installed: its options do not exist
-            pass
+def resolved_resize(embed: EmbedOptions) -> str:
+    """--resize with auto decided: task_library for a .tflite model, pil (training's) for .keras."""
+    if embed.resize == "auto":
+        return "task_library" if embed.model.endswith(".tflite") else "pil"
+    return embed.resize
 
 
-def _positions(argv: Sequence[str], extras: Sequence[str]) -> list[int]:
-    """Indices in argv of the tokens argparse left over (a subsequence of argv).
-
-    Matched from the right: a leftover that equals a consumed value (``--input-glob a.jpg a.jpg``)
-    is the later copy, since argparse gives each option its value first.
-    """
-    positions: list[int] = []
-    index = len(argv)
-    for token in reversed(extras):
-        earlier = [i for i in range(index) if argv[i] == token]
-        if earlier:  # always, unless a future argparse rewrites what it leaves over
-            index = earlier[-1]
-            positions.append(index)
-    return positions[::-1]
-
-
-def _owner(argv: Sequence[str], index: int, parser: argparse.ArgumentParser) -> Optional[int]:
-    """Index of the known single-value option whose value a stray positional at ``index`` follows.
-
-    ``--input-glob a.jpg b.jpg``: b.jpg continues the run of values after ``--input-glob``, which
-    takes one; argparse only says that b.jpg was left over.
-    """
-    start = index
-    while start > 0 and not argv[start - 1].startswith("-"):
-        start -= 1
-    if start == 0 or start == index:
-        return None
-    action = parser._option_string_actions.get(argv[start - 1])  # noqa: SLF001 (argparse has no public lookup)
-    return start - 1 if action is not None and action.nargs is None else None
+def validate_embed(embed: EmbedOptions, *, output_flag: Optional[str] = "--output") -> ImageSource:
+    """The corpus/model checks both commands share; returns where the images come from."""
+    if not embed.model:
+        raise BeamlensError("--model is required (the vision encoder .keras file or an image embedder .tflite)")
+    if output_flag == "--output" and not embed.output:
+        raise BeamlensError("--output is required (a folder for the shards)")
+    if not embed.model.endswith((".keras", ".tflite")):
+        raise BeamlensError(f"--model {embed.model}: give a Keras 3 .keras file (RunInference with Keras 3 loads "
+                            ".keras files only) or a Task Library image embedder .tflite")
+    files.require_file(embed.model, "--model")
+    if embed.num_shards < 1:
+        raise BeamlensError(f"--num-shards must be at least 1, got {embed.num_shards}")
+    if embed.max_batch_size < 1 or embed.min_batch_size < 1 or embed.min_batch_size > embed.max_batch_size:
+        raise BeamlensError(f"need 1 <= --min-batch-size <= --max-batch-size, got {embed.min_batch_size} and {embed.max_batch_size}")
+    if embed.max_image_pixels < 1:
+        raise BeamlensError(f"--max-image-pixels must be at least 1, got {embed.max_image_pixels}")
+    if embed.image_size < 0:
+        raise BeamlensError(f"--image-size must be positive, got {embed.image_size}")
+    if embed.images and not embed.captions:
+        raise BeamlensError("--images needs --captions (or use --input-glob)")
+    if embed.captions:
+        files.require_file(embed.captions, "--captions")
+    return ImageSource(captions_file=embed.captions, image_root=embed.images, input_glob=embed.input_glob)
 
 
-def _looks_like_paths(values: Sequence[str]) -> bool:
-    return all(os.path.exists(value) or os.path.splitext(value)[1] for value in values)
-
-
-def _glob_hint(option: str, paths: Sequence[str]) -> str:
-    """``--input-glob 'dir/*.jpg'`` built from the paths the shell produced."""
-    folder = os.path.dirname(paths[0])
-    suffixes = {os.path.splitext(path)[1] for path in paths}
-    pattern = os.path.join(folder, "*" + (suffixes.pop() if len(suffixes) == 1 else ""))
-    return f"{option} '{pattern}'"
-
-
-def _describe_strays(argv: Sequence[str], strays: list[int], parser: argparse.ArgumentParser) -> list[str]:
-    """One message per run of stray positionals, naming the option they follow when there is one."""
-    groups: dict[Optional[int], list[int]] = {}
-    for index in strays:
-        groups.setdefault(_owner(argv, index, parser), []).append(index)
-    problems = []
-    for key, indices in groups.items():
-        values = [argv[i] for i in indices]
-        shown = " ".join(values[:3]) + (f" ... ({len(values)} in all)" if len(values) > 3 else "")
-        if key is None:
-            problems.append(f"unexpected argument(s) {shown}: this command takes --options only")
-            continue
-        option, first = argv[key], argv[key + 1]
-        if _looks_like_paths([first, *values]):
-            problems.append(
-                f"{option} takes one value but {len(values)} more path(s) followed {first!r}: {shown}. The shell "
-                f"expanded an unquoted wildcard and only the first path would be used; quote it, e.g. "
-                f"{_glob_hint(option, [first, *values])}")
-        else:
-            problems.append(f"{option} takes one value ({first!r}); unexpected argument(s) after it: {shown}")
-    return problems
-
-
-def _describe_unknown(argv: Sequence[str], unknown: list[int], parser: argparse.ArgumentParser) -> str:
-    """The unknown options as typed (with their values), and Beam-style 'did you mean' hints."""
-    known = [option for action in parser._actions for option in action.option_strings]  # noqa: SLF001
-    shown, hints = [], []
-    for index in unknown:
-        name = argv[index].split("=", 1)[0]
-        takes_next = "=" not in argv[index] and index + 1 < len(argv) and not argv[index + 1].startswith("-")
-        shown.append(argv[index] + (f" {argv[index + 1]}" if takes_next else ""))
-        close = difflib.get_close_matches(name, known, n=1)
-        if close:
-            hints.append(f"{name} -> {close[0]}?")
-    return f"unknown option(s): {', '.join(shown)}" + (f" (did you mean: {' '.join(hints)})" if hints else "")
-
-
-def check_arguments(argv: Sequence[str], parser: argparse.ArgumentParser) -> None:
-    """Raise BeamlensError naming every argument the parser would ignore; pass silently otherwise."""
-    _, extras = parser.parse_known_args(list(argv))
-    if not extras:
-        return
-    positions = _positions(argv, extras)
-    unknown = [i for i in positions if argv[i].startswith("-") and argv[i] not in ("-", "--")]
-    values_of_unknown = {i + 1 for i in unknown if "=" not in argv[i]}
-    strays = [i for i in positions if i not in unknown and i not in values_of_unknown]
-    problems = ([_describe_unknown(argv, unknown, parser)] if unknown else []) + _describe_strays(argv, strays, parser)
-    problems = problems or [f"unrecognized arguments: {' '.join(extras)}"]
-    raise BeamlensError("; ".join(problems) + f" (see `{parser.prog} --help`)")
-
-
-def parse_pipeline_options(argv: Optional[Sequence[str]], command: str) -> PipelineOptions:
-    """``PipelineOptions(argv)`` once every argument is known to be a registered pipeline option.
-
-    ``argv=None`` means ``sys.argv[1:]``, as for ``PipelineOptions(None)``. The project's options
-    classes count because importing their module registered them (import it before calling).
-    """
-    flags = list(sys.argv[1:] if argv is None else argv)
-    try:
-        check_arguments(flags, beam_parser(command))
-    except BeamlensError:
-        before = len(PipelineOptions.__subclasses__())
-        _register_optional_options()
-        if len(PipelineOptions.__subclasses__()) == before:
-            raise
-        check_arguments(flags, beam_parser(command))
-    return PipelineOptions(flags)
+def validate_reindex(opts: ReindexOptions, embed: EmbedOptions) -> ImageSource:
+    """``reindex``'s own checks on top of :func:`validate_embed`."""
+    if not opts.output_root:
+        raise BeamlensError("--output-root is required (the folder that holds the versions and LATEST)")
+    if not opts.no_searcher and not (opts.text_embedder or opts.image_embedder):
+        raise BeamlensError("give --text-embedder and/or --image-embedder (or --no-searcher)")
+    for flag, path in (("--text-embedder", opts.text_embedder), ("--image-embedder", opts.image_embedder)):
+        if path:
+            files.require_file(path, flag)
+    if not 0 <= opts.max_deleted_fraction <= 1:
+        raise BeamlensError(f"--max-deleted-fraction must be between 0 and 1, got {opts.max_deleted_fraction}")
+    return validate_embed(embed, output_flag=None)

@@ -20,10 +20,10 @@ import sys
 
 from models import compat
 from models.errors import BeamlensError
-from models.html_pages import render_search_page
-from models.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
-from models.search_api import DEFAULT_K, IMAGE, TEXT, Searcher, check_k, check_text_query
-from models.shard_format import write_text_atomically  # (numpy only: no protobuf imported yet)
+from models.search.html import render_search_page
+from models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
+from models.search.runtime import DEFAULT_K, IMAGE, TEXT, Searcher, check_k, check_text_query
+from models.io.files import write_text_atomically  # (no Beam, TF or protobuf imported)
 
 
 def build_parser() -> argparse.ArgumentParser:

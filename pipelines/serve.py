@@ -5,7 +5,7 @@
 
 Then open http://127.0.0.1:8080/ (or ``/?q=a+red+circle&k=10`` as a link to share); the JSON API
 (``/api/search?q=…&k=…``, ``POST /api/search-image``) answers what ``beamlens search --json``
-prints. The app itself is models/search_server.py; this module parses, validates and calls it.
+prints. The app itself is models/search/server.py; this module parses, validates and calls it.
 Like ``beamlens search``, the process is dedicated to the Task Library and never loads TensorFlow.
 """
 
@@ -15,11 +15,11 @@ import argparse
 
 from models import compat
 from models.errors import BeamlensError
-from models.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels
+from models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models import search_server as s  # noqa: PLC0415 (numpy/Pillow only; the web stack loads in serve())
+    from models.search import server as s  # noqa: PLC0415 (numpy/Pillow only; the web stack loads in serve())
 
     parser = argparse.ArgumentParser(
         prog="beamlens serve",
@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
     # As in `beamlens search`: the Task Library runs in this process, which never loads TensorFlow.
     if compat.can_prepare_tflite_process():
         compat.prepare_tflite_process()
-    from models import search_server as s  # noqa: PLC0415
+    from models.search import server as s  # noqa: PLC0415
 
     args = build_parser().parse_args(argv)
     if not args.max_upload_mb > 0:

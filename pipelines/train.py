@@ -3,10 +3,9 @@
     beamlens train --captions corpus/annotations/captions_train.json --images corpus/train \\
         --val-captions corpus/annotations/captions_val.json --val-images corpus/val --out build/model
 
-One run writes, into --out: vision_encoder.keras, text_encoder.keras, image_embedder.tflite,
-text_embedder.tflite, vocab.txt, encoder_config.json (last: its presence means the run finished),
-history.json, training_curves.png. Everything is written in a temporary sibling folder first and
-moved into place file by file, so a killed run never leaves a half-written model behind.
+One run writes the model folder (models/export/model_folder.py) into --out: in a temporary
+sibling folder first, then moved into place file by file with encoder_config.json last, so a
+killed run never leaves a half-written model behind.
 """
 
 from __future__ import annotations
@@ -18,15 +17,13 @@ import tempfile
 import time
 
 from models.errors import BeamlensError
+from models.export import model_folder
 
-# Below this many training photos caption-free heads train only their linear maps, pulled toward
-# the caption-free vectors: measured on the coco-mini-cc splits (29 -> 56 and 56 -> 29 photos),
-# the residual branch lost up to 0.2 R@10 on unseen photos after one epoch, the anchored linear
-# maps gained (R@1 0.482 -> 0.50, 0.579 -> 0.648) in both directions.
+# Below this many photos caption-free heads train only their linear maps, anchored (coco-mini-cc,
+# 29 -> 56 and 56 -> 29: the residual branch lost up to 0.2 R@10 on unseen photos after one epoch).
 SMALL_CORPUS = 1000
 
-ARTIFACTS = ("vision_encoder.keras", "text_encoder.keras", "image_embedder.tflite", "text_embedder.tflite",
-             "vocab.txt", "history.json", "training_curves.png", "encoder_config.json")
+ARTIFACTS = model_folder.TRAINED
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -64,7 +61,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--target-identity-weight", type=float, default=1.0,
                    help="mix of hard (identity) targets into the reference soft targets: 1 (default) = "
                         "CLIP's hard targets, the only setting that met the quality bar from scratch; "
-                        "0 = the pure reference soft targets (see models/dual_encoder.py)")
+                        "0 = the pure reference soft targets (see models/encoders/dual.py)")
     p.add_argument("--init", choices=("auto", "caption-free", "random"), default="auto",
                    help="heads of efficientnet_lite0 + minilm: caption-free (auto's choice) starts from the model "
                         "`beamlens export-pretrained` writes and keeps the best held-out R@k, epoch 0 included; random = "
@@ -84,19 +81,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def _choose_backbones(args: argparse.Namespace) -> None:
     """Fill in missing backbones; the first line of output says which pair and why."""
-    from models.pretrained_wheels import default_backbones  # noqa: PLC0415
+    from models.encoders.backbones.wheels import resolve_backbone_pair  # noqa: PLC0415
 
-    if args.image_backbone is None and args.text_backbone is None:
-        args.image_backbone, args.text_backbone, why = default_backbones()
-        print(f"backbones: {args.image_backbone} + {args.text_backbone}, because {why}", flush=True)
-    elif args.image_backbone is None or args.text_backbone is None:
-        image, text, _ = default_backbones()
-        pretrained_text = args.text_backbone == "minilm" or (args.text_backbone is None and text == "minilm")
-        args.image_backbone = args.image_backbone or (image if pretrained_text else "scratch_cnn")
-        args.text_backbone = args.text_backbone or (text if args.image_backbone == "efficientnet_lite0" else "scratch_text")
-        print(f"backbones: {args.image_backbone} + {args.text_backbone} (the one not given follows the one given)", flush=True)
-    else:
-        print(f"backbones: {args.image_backbone} + {args.text_backbone}, as given", flush=True)
+    args.image_backbone, args.text_backbone, why = resolve_backbone_pair(args.image_backbone, args.text_backbone)
+    print(f"backbones: {args.image_backbone} + {args.text_backbone}{why}", flush=True)
 
 
 def _caption_free(args: argparse.Namespace, trainable: bool) -> bool:
@@ -107,18 +95,52 @@ def _caption_free(args: argparse.Namespace, trainable: bool) -> bool:
     return args.init == "caption-free" or (args.init == "auto" and pair and not trainable and not weights)
 
 
+def _write_model_folder(args: argparse.Namespace, config, vocab, vision, text, history: dict, train_split, val_split,
+                        train_seconds: float) -> str:
+    """Export the encoders and write the model folder (models/export/model_folder.py), marker last."""
+    from models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path  # noqa: PLC0415
+    from models.export.encoders import export_encoders  # noqa: PLC0415
+    from models.io.files import write_json  # noqa: PLC0415
+    from models.io.fingerprint import model_fingerprint  # noqa: PLC0415
+    from models.training.end_to_end import plot_history  # noqa: PLC0415
+
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".tmp-train-", dir=os.path.dirname(out))
+    try:
+        vocab_path = os.path.join(work, model_folder.VOCAB)
+        if isinstance(vocab, BertTokenizer):
+            shutil.copyfile(backbone_vocab_path(args.text_backbone, args.text_backbone_weights), vocab_path)
+        else:
+            vocab.save(vocab_path)
+        paths = export_encoders(vision, text, config, vocab_path, work)
+        write_json(os.path.join(work, model_folder.HISTORY), history)
+        plot_history(history, os.path.join(work, model_folder.CURVES))
+        doc = {**config.__dict__,
+               "fingerprints": {name: model_fingerprint(path) for name, path in paths.items()},
+               "training": {"captions": [os.path.abspath(c) for c in args.captions], "images": len(train_split.images),
+                            "val_images": len(val_split.images) if val_split else 0,
+                            "skipped_images": len(train_split.skipped) + (len(val_split.skipped) if val_split else 0),
+                            "epochs_run": len(history.get("loss", [])), "seconds": round(train_seconds, 1),
+                            **({k: history[k] for k in ("recall_before", "recall_after", "best_epoch")}
+                               if "recall_before" in history else {})}}
+        write_json(os.path.join(work, model_folder.CONFIG), doc)
+        model_folder.publish(work, out, ARTIFACTS)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if (args.val_images and not args.val_captions):
         raise BeamlensError("--val-images needs --val-captions")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from models.backbones import text_tokenizer_kind  # noqa: PLC0415 (TensorFlow only when training)
-    from models.bert_tokenizer import BertTokenizer, backbone_vocab_path  # noqa: PLC0415
-    from models.encoders import EncoderConfig, default_image_size, trainable_backbones  # noqa: PLC0415
-    from models.export import export_encoders  # noqa: PLC0415
-    from models.fingerprint import model_fingerprint  # noqa: PLC0415
-    from models.text_tokenizer import build_vocabulary  # noqa: PLC0415
-    from models.training import TrainOptions, hold_out, load_split, plot_history, train, write_json  # noqa: PLC0415
+    from models.encoders.backbones import text_tokenizer_kind  # noqa: PLC0415 (TensorFlow only when training)
+    from models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path  # noqa: PLC0415
+    from models.encoders.towers import EncoderConfig, default_image_size, trainable_backbones  # noqa: PLC0415
+    from models.encoders.regex_tokenizer import build_vocabulary  # noqa: PLC0415
+    from models.training.end_to_end import TrainOptions, hold_out, load_split, train  # noqa: PLC0415
 
     if args.images and len(args.images) != len(args.captions):
         raise BeamlensError(f"{len(args.captions)} --captions but {len(args.images)} --images: give one image "
@@ -172,34 +194,6 @@ def main(argv: list[str]) -> int:
               + (", the caption-free start: training did not improve on it" if history["best_epoch"] == 0 else "")
               + ")", flush=True)
 
-    out = os.path.abspath(args.out)
-    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    work = tempfile.mkdtemp(prefix=".tmp-train-", dir=os.path.dirname(out))
-    try:
-        vocab_path = os.path.join(work, "vocab.txt")
-        if isinstance(vocab, BertTokenizer):
-            shutil.copyfile(vocab_source, vocab_path)
-        else:
-            vocab.save(vocab_path)
-        paths = export_encoders(vision, text, config, vocab_path, work)
-        write_json(os.path.join(work, "history.json"), history)
-        plot_history(history, os.path.join(work, "training_curves.png"))
-        doc = {**config.__dict__,
-               "fingerprints": {name: model_fingerprint(path) for name, path in paths.items()},
-               "training": {"captions": [os.path.abspath(c) for c in args.captions], "images": len(train_split.images),
-                            "val_images": len(val_split.images) if val_split else 0,
-                            "skipped_images": len(train_split.skipped) + (len(val_split.skipped) if val_split else 0),
-                            "epochs_run": len(history.get("loss", [])), "seconds": round(train_seconds, 1),
-                            **({k: history[k] for k in ("recall_before", "recall_after", "best_epoch")}
-                               if "recall_before" in history else {})}}
-        write_json(os.path.join(work, "encoder_config.json"), doc)
-        os.makedirs(out, exist_ok=True)
-        stale = os.path.join(out, "encoder_config.json")
-        if os.path.exists(stale):
-            os.remove(stale)  # the marker goes first and comes back last
-        for name in ARTIFACTS:
-            os.replace(os.path.join(work, name), os.path.join(out, name))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    out = _write_model_folder(args, config, vocab, vision, text, history, train_split, val_split, train_seconds)
     print(f"wrote {out} ({', '.join(ARTIFACTS)}) in {time.perf_counter() - started:.0f}s")
     return 0

@@ -8,7 +8,7 @@ _CACHE: dict[str, Path] = {}
 
 
 def tiny_corpus(root: Path, num_images: int = 48) -> Path:
-    from models.corpus import CorpusOptions, write_corpus  # noqa: PLC0415
+    from models.corpora.synthetic import CorpusOptions, write_corpus  # noqa: PLC0415
 
     out = root / "corpus"
     write_corpus(out, CorpusOptions(num_images=num_images, image_size=64, val_fraction=0.25, seed=3))

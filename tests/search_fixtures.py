@@ -47,7 +47,7 @@ def embed_images(embedder_path: str, image_paths: list[str]) -> np.ndarray:
     embedder = vision.ImageEmbedder.create_from_options(
         vision.ImageEmbedderOptions(base_options=core.BaseOptions(file_name=embedder_path))
     )
-    from models.search_api import _tensor_image  # noqa: PLC0415 (same decoding as the searcher's queries)
+    from models.search.runtime import _tensor_image  # noqa: PLC0415 (same decoding as the searcher's queries)
 
     return np.stack(
         [

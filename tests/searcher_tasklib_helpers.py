@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.io.files import write_text_atomically
+
 
 def text_embed(embedder_path: str, sentences: list[str]) -> np.ndarray:
     from tflite_support.task import core, text  # noqa: PLC0415
@@ -76,7 +78,7 @@ def write_shards(folder, records, num_shards: int = 2, manifest: bool = True, di
 
     import tensorflow as tf  # noqa: PLC0415
 
-    from models import shard_format as sf  # noqa: PLC0415
+    from models.shards import records as sf  # noqa: PLC0415
 
     os.makedirs(folder, exist_ok=True)
     names = [f"{sf.SHARD_PREFIX}-{i:05d}-of-{num_shards:05d}{sf.SHARD_SUFFIX}" for i in range(num_shards)]
@@ -89,12 +91,12 @@ def write_shards(folder, records, num_shards: int = 2, manifest: bool = True, di
         dims = {len(r.embedding) for r in records}
         m = sf.Manifest(count=len(records), dimension=dimension or (dims.pop() if len(dims) == 1 else 0),
                         model_fingerprint=fingerprint, shards=names)
-        sf.write_text_atomically(os.path.join(folder, sf.MANIFEST_NAME), m.to_json())
+        write_text_atomically(os.path.join(folder, sf.MANIFEST_NAME), m.to_json())
     return names
 
 
 def records_for(vectors, ids=None, captions=None, fingerprint: str = "sha256:test"):
-    from models.shard_format import EmbeddingRecord  # noqa: PLC0415
+    from models.shards.records import EmbeddingRecord  # noqa: PLC0415
 
     ids = ids or [f"img{i:06d}" for i in range(len(vectors))]
     return [

@@ -61,7 +61,7 @@ def image_id(relative: str) -> str:
 def build_serve_searchers(folder: Path) -> ServeSearchers:
     """Write ``text_searcher.tflite`` and ``image_searcher.tflite`` into ``folder`` (a few seconds)."""
     from models import compat
-    from models.search_api import embed_text
+    from models.search.runtime import embed_text
     from tests import search_fixtures
 
     photos = {image_id(rel): TESTDATA / rel for rel in CAPTIONS}

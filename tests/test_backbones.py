@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.backbones import BackboneConfig, build_image_backbone, build_text_backbone
+from models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone
 from models.errors import BeamlensError
 
 

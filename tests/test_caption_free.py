@@ -1,4 +1,4 @@
-"""Caption-free search (models/caption_free.py, ``beamlens export-pretrained``) and training from it.
+"""Caption-free search (models/encoders/caption_free.py, ``beamlens export-pretrained``) and training from it.
 
 * the heads compute exactly the caption-free vectors at initialisation (the numpy formula);
 * ``export-pretrained`` writes a complete folder that goes through the real chain on uncaptioned
@@ -34,7 +34,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("residual_units", [0, 16])
 def test_heads_at_initialisation_are_the_caption_free_vectors(residual_units):
     """Epoch 0 = caption-free: image unit((softmax((f W + b) / T) @ (E - mean)) @ U), text unit((t - mean) @ U)."""
-    from models import caption_free as cf
+    from models.encoders import caption_free as cf
 
     rng = np.random.default_rng(0)
     classes, width, image_width = 50, 24, 40
@@ -118,7 +118,7 @@ def test_uncaptioned_photos_are_found_by_their_captions_through_the_task_library
 
     import keras
 
-    from models.bert_tokenizer import BertTokenizer
+    from models.encoders.bert_tokenizer import BertTokenizer
 
     text = keras.models.load_model(caption_free_model / "text_encoder.keras")
     keras_vectors = text.predict(BertTokenizer.load(str(caption_free_model / "vocab.txt")).encode_batch(

@@ -1,4 +1,4 @@
-"""models.coco: real COCO 2017 files, real photos, and every malformed-input message."""
+"""models.corpora.coco: real COCO 2017 files, real photos, and every malformed-input message."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.coco import (
+from models.corpora.coco import (
     CocoImage,
     default_image_root,
     load_coco_captions,

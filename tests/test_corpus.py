@@ -1,4 +1,4 @@
-"""models.corpus: the synthetic default corpus is COCO-valid, deterministic, streaming and exact."""
+"""models.corpora.synthetic: the synthetic default corpus is COCO-valid, deterministic, streaming and exact."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.coco import load_coco_captions
-from models.corpus import (
+from models.corpora.coco import load_coco_captions
+from models.corpora.synthetic import (
     BACKGROUNDS,
     COLOURS,
     SHAPES,

@@ -48,7 +48,7 @@ def test_summary_prints_searcher_and_exact_accuracy(capsys) -> None:
 
 
 def test_auto_backbones_are_the_pretrained_ones_when_their_wheels_are_installed(monkeypatch) -> None:
-    from models import pretrained_wheels
+    from models.encoders.backbones import wheels as pretrained_wheels
 
     assert demo.choose_backbones("auto") == demo.PRETRAINED  # `make install` installs both wheels
     assert demo.choose_backbones("scratch") == demo.SCRATCH

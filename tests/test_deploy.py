@@ -63,13 +63,17 @@ def _reindex_graph(flags: list[str]) -> tuple[PipelineOptions, set[str]]:
     from pipelines import reindex  # noqa: PLC0415
     from transforms.read_images import ImageSource  # noqa: PLC0415
 
+    from transforms.reindex import ReindexGraph, build_pipeline  # noqa: PLC0415
+
     options = PipelineOptions(_offline(flags))
     embed = options.view_as(reindex.EmbedOptions)
     opts = options.view_as(reindex.ReindexOptions)
     source = ImageSource(captions_file=embed.captions, image_root=embed.images, input_glob=embed.input_glob)
     pipeline = beam.Pipeline(options=options)
-    reindex.build_pipeline(pipeline, source, ["/data/index/v-1/shards/embeddings-00000-of-00001.tfrecord"], embed,
-                           224, "sha256:0123456789abcdef", f"{opts.output_root}/v-x/shards", f"{opts.output_root}/v-x/plan", 8)
+    build_pipeline(pipeline, ReindexGraph(
+        source=source, previous_shards=["/data/index/v-1/shards/embeddings-00000-of-00001.tfrecord"], model=embed.model,
+        fingerprint="sha256:0123456789abcdef", image_size=224, shards_dir=f"{opts.output_root}/v-x/shards",
+        plan_dir=f"{opts.output_root}/v-x/plan", num_shards=embed.num_shards, max_batch_size=embed.max_batch_size, buckets=8))
     return options, _graph_labels(pipeline)
 
 

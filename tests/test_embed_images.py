@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from models.errors import BeamlensError
-from models.fingerprint import model_fingerprint
-from models.shard_format import Manifest
+from models.io.fingerprint import model_fingerprint
+from models.shards.records import Manifest
+from models.encoders.inputs import model_image_size
 from pipelines import embed_images
 from tests import embed_helpers as h
 
@@ -135,11 +136,11 @@ def test_user_errors(tmp_path, encoder, args, message):
 
 
 def test_model_image_size_is_read_from_the_keras_file(tmp_path, encoder):
-    assert embed_images.model_image_size(str(encoder)) == h.TINY_SIZE
+    assert model_image_size(str(encoder)) == h.TINY_SIZE
     not_keras = tmp_path / "x.keras"
     not_keras.write_bytes(b"nope")
     with pytest.raises(BeamlensError, match="not a Keras 3 .keras file"):
-        embed_images.model_image_size(str(not_keras))
+        model_image_size(str(not_keras))
 
 
 def test_cli_help_lists_the_options(capsys):
@@ -150,7 +151,7 @@ def test_cli_help_lists_the_options(capsys):
 
 
 def test_default_corpus_matches_model_predict(tmp_path, encoder):
-    from models.corpus import CorpusOptions, corpus_paths, write_corpus
+    from models.corpora.synthetic import CorpusOptions, corpus_paths, write_corpus
 
     write_corpus(tmp_path / "corpus", CorpusOptions(num_images=24, image_size=64, val_fraction=0.25))
     paths = corpus_paths(tmp_path / "corpus")

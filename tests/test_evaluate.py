@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import searcher_evaluation as ev
+from models.search import evaluation as ev
 from models.errors import BeamlensError
-from models.search_api import embed_text
+from models.search.runtime import embed_text
 from models.searcher import read_searcher, rewrite_leaves_to_search
-from models.shard_format import EmbeddingRecord, Manifest, encode_record, write_text_atomically
+from models.io.files import write_text_atomically
+from models.shards.records import EmbeddingRecord, Manifest, encode_record
 from pipelines import evaluate
 from tests import search_fixtures
 from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
@@ -206,7 +207,7 @@ def test_bad_inputs_are_named(corpus, tmp_path: Path) -> None:
     with pytest.raises(BeamlensError, match="searcher file not found"):
         evaluate.main(["--searcher", str(tmp_path / "none.tflite"), *base])
     searcher = corpus["searchers"][(1, 1)]
-    with pytest.raises(BeamlensError, match="has no manifest.json"):
+    with pytest.raises(BeamlensError, match="and no manifest.json in"):
         evaluate.main(["--searcher", searcher, *base[:4], "--shards", str(tmp_path), "--out", str(tmp_path)])
     other = tmp_path / "other.json"
     other.write_text(json.dumps([{"image_id": "zzz", "caption": "a cat"}]))

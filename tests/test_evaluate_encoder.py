@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from models.encoder_evaluation import attribute_recall, top_k_accuracy
+from models.training.evaluation import attribute_recall, top_k_accuracy
 from models.errors import BeamlensError
 from tests.encoder_helpers import trained_model
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import compat, tflite_metadata
+from models import compat
+from models.export import metadata as tflite_metadata
 from models.errors import BeamlensError
 from pipelines import export_text_embedder
 from tests.encoder_helpers import trained_model
@@ -14,7 +15,7 @@ from tests.encoder_helpers import trained_model
 def test_trained_text_encoder_exports_as_int8(tmp_path_factory, tmp_path, capsys):
     import keras
 
-    from models.text_tokenizer import Vocabulary
+    from models.encoders.regex_tokenizer import Vocabulary
 
     model_dir, _ = trained_model(tmp_path_factory)
     out = tmp_path / "text_int8.tflite"

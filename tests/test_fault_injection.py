@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from models import faults
-from models import versioned_output as vo
-from models.shard_format import MANIFEST_NAME, Manifest
+from models.shards import versions as vo
+from models.shards.records import MANIFEST_NAME, Manifest
 from tests import embed_helpers as h
 from tests.conftest import PROJECT_ROOT, TFLITE_SUPPORT_DATA
 

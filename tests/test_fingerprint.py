@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from models.errors import BeamlensError
-from models.fingerprint import model_fingerprint
+from models.io.fingerprint import model_fingerprint
 
 
 def test_fingerprint_follows_content_not_path(tmp_path):

@@ -15,7 +15,7 @@ VAL_CAPTIONS = COCO_MINI / "annotations" / "captions_val2017.json"
 
 
 def _small_split(name: str, captions_file, count: int, image_size: int):
-    from models.training import Split, load_split
+    from models.training.end_to_end import Split, load_split
 
     split = load_split(name, str(captions_file), None, image_size)
     return Split(name, split.images[:count], split.skipped)
@@ -26,9 +26,9 @@ def test_feature_pairs_match_their_own_image_and_caption(tmp_path):
     each pair once an epoch; the cached rows are the backbones' outputs."""
     import keras
 
-    from models.head_training import FeatureSplit, IMAGE_FEATURES, TEXT_FEATURES
-    from models.encoders import EncoderConfig
-    from models.text_tokenizer import build_vocabulary
+    from models.training.heads import FeatureSplit, IMAGE_FEATURES, TEXT_FEATURES
+    from models.encoders.towers import EncoderConfig
+    from models.encoders.regex_tokenizer import build_vocabulary
 
     split = _small_split("train", TRAIN_CAPTIONS, 6, 32)
     vocab = build_vocabulary(c for im in split.images for c in im.captions)
@@ -55,7 +55,7 @@ def test_feature_pairs_match_their_own_image_and_caption(tmp_path):
 def test_non_finite_backbone_features_are_refused_naming_the_input(tmp_path):
     import keras
 
-    from models.head_training import cache_image_features
+    from models.training.heads import cache_image_features
 
     split = _small_split("train", TRAIN_CAPTIONS, 3, 32)
     pixels = keras.Input((32, 32, 3))
@@ -85,10 +85,10 @@ def test_train_cli_with_pretrained_backbones_trains_heads_and_exports(tmp_path, 
 
     import keras
 
-    from models.backbones.minilm import vocab_path
-    from models.bert_tokenizer import BertTokenizer
-    from models.encoder_evaluation import EncoderModels, embed_images, embed_texts
-    from models.training import load_split
+    from models.encoders.backbones.minilm import vocab_path
+    from models.encoders.bert_tokenizer import BertTokenizer
+    from models.training.evaluation import EncoderModels, embed_images, embed_texts
+    from models.training.end_to_end import load_split
 
     assert (out / "vocab.txt").read_text() == open(vocab_path(), encoding="utf-8").read()
     vision = keras.models.load_model(out / "vision_encoder.keras")
@@ -107,7 +107,7 @@ def test_train_cli_with_pretrained_backbones_trains_heads_and_exports(tmp_path, 
 
 
 def test_several_caption_files_make_one_split_and_mismatched_folders_are_refused(tmp_path):
-    from models.training import load_split
+    from models.training.end_to_end import load_split
     from pipelines import train
 
     split = load_split("train", [str(TRAIN_CAPTIONS), str(VAL_CAPTIONS)], [None, None], 32)

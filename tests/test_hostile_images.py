@@ -27,16 +27,16 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from models.errors import BeamlensError
-from models.preprocessing import (
+from models.encoders.preprocessing import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ImageDecodeError,
     decode_guard,
     decode_image,
     preprocess_image_bytes,
 )
-from models.search_api import Searcher
-from models.search_results import IndexLayout, short_result_note
-from models.tflite_image_embedder import preprocess_image_bytes_like_task_library
+from models.search.runtime import Searcher
+from models.search.results import IndexLayout, short_result_note
+from models.encoders.tflite_image_embedder import preprocess_image_bytes_like_task_library
 from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
 from tests.test_search_cli import IMAGE_EMBEDDER, IMAGE_INDEX, REGEX_EMBEDDER, run_search
 from transforms.decode import DecodeBatch, ImageBatch

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from models.errors import BeamlensError
-from models.shard_format import Manifest
+from models.shards.records import Manifest
 from pipelines import embed_images
 from tests import embed_helpers as h
 from tests.conftest import PROJECT_ROOT

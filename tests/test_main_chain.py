@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from models.compat import call_tflite
-from models.preprocessing import preprocess_image_bytes
+from models.encoders.preprocessing import preprocess_image_bytes
 from pipelines import cli
 from tests import encoder_helpers, searcher_tasklib_helpers
 from tests import embed_helpers as h

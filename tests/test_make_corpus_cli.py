@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from models.coco import load_coco_captions
+from models.corpora.coco import load_coco_captions
 from pipelines import cli
 
 

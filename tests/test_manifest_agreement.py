@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from models import shard_format as sf
+from models.shards import records as sf
 from pipelines import cli
 from tests import searcher_tasklib_helpers as h
 from tests.test_build_searcher import _unit

@@ -1,4 +1,4 @@
-"""The per-root lock (models/output_lock.py) and the version checks it protects (versioned_output)."""
+"""The per-root lock (models/shards/lock.py) and the version checks it protects (versioned_output)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from models import output_lock as ol
-from models import versioned_output as vo
+from models.shards import lock as ol
+from models.shards import versions as vo
 from models.errors import BeamlensError
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import versioned_output as vo
+from models.shards import versions as vo
 from tests import embed_helpers as h
 from tests.conftest import PROJECT_ROOT, TFLITE_SUPPORT_DATA
 
@@ -107,7 +107,7 @@ def _serialized(version: Path) -> dict[str, bytes]:
     """Each record's stored bytes by image id, read with tf.data (independent of our reader)."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from models.shard_format import decode_record  # noqa: PLC0415
+    from models.shards.records import decode_record  # noqa: PLC0415
 
     found = {}
     for shard in sorted((version / "shards").glob("embeddings-*-of-*.tfrecord")):

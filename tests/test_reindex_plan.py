@@ -1,4 +1,4 @@
-"""models.reindex_plan (the per-image rule) and models.versioned_output (versions + LATEST): pure, fast."""
+"""transforms.reindex_plan (the per-image rule) and models.shards.versions (versions + LATEST): pure, fast."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from models import versioned_output as vo
+from models.shards import versions as vo
 from models.errors import BeamlensError
-from models.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
+from transforms.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
 
 FP = "sha256:aaaa"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.shard_format import Manifest
+from models.shards.records import Manifest
 from pipelines import embed_images
 from tests import embed_helpers as h
 

@@ -24,7 +24,7 @@ pytest.importorskip("multipart", reason="python-multipart is not installed (make
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from models import search_server as ss  # noqa: E402
+from models.search import server as ss  # noqa: E402
 from tests.serve_fixtures import ServeSearchers, build_serve_searchers  # noqa: E402
 
 SEARCH_JSON_KEYS = {"searcher", "query", "modality", "requested_k", "latency_ms", "hits", "note"}
@@ -258,7 +258,7 @@ def test_the_serve_process_answers_without_loading_tensorflow(searchers) -> None
     """What `beamlens serve` does before uvicorn, then requests through the app: TensorFlow stays out."""
     script = (
         "import sys, json\nfrom models import compat\ncompat.prepare_tflite_process()\n"
-        "from models import search_server as ss\nfrom starlette.testclient import TestClient\n"
+        "from models.search import server as ss\nfrom starlette.testclient import TestClient\n"
         f"options = ss.ServeOptions({searchers.text_searcher!r}, {searchers.image_searcher!r})\n"
         "text, image = ss.open_service_pools(options)\nclient = TestClient(ss.create_app(text, image))\n"
         f"hits = client.get('/api/search', params={{'q': {ROCKET_QUERY!r}}}).json()['hits']\n"

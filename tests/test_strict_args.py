@@ -65,7 +65,7 @@ def _restore_logging_env(monkeypatch) -> None:
 
 def _embed_options():
     from pipelines.embed_images import EmbedOptions  # noqa: PLC0415 (registers EmbedOptions)
-    from pipelines.options import parse_pipeline_options  # noqa: PLC0415
+    from pipelines.strict_args import parse_pipeline_options  # noqa: PLC0415
 
     return EmbedOptions, parse_pipeline_options
 
@@ -174,7 +174,7 @@ def test_dask_options_are_registered_only_when_needed() -> None:
     """A fresh process: plain options do not import the DaskRunner (1.5 s); Dask options still pass."""
     script = textwrap.dedent("""
         import sys
-        from pipelines.options import parse_pipeline_options
+        from pipelines.strict_args import parse_pipeline_options
         parse_pipeline_options(["--runner", "FnApiRunner"], "embed")
         before = "apache_beam.runners.dask.dask_runner" in sys.modules
         options = parse_pipeline_options(["--dask_client_address", "tcp://x:1"], "embed")

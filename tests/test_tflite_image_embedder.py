@@ -1,4 +1,4 @@
-"""models.tflite_image_embedder: the Task Library's resize and normalization, reproduced; embed options."""
+"""models.encoders.tflite_image_embedder: the Task Library's resize and normalization, reproduced; embed options."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.errors import BeamlensError
-from models.tflite_image_embedder import (
+from models.encoders.tflite_image_embedder import (
     ImageInputSpec,
     TFLiteImageEmbedder,
     read_input_spec,
@@ -41,7 +41,7 @@ def test_float_model_without_normalization_metadata_is_refused(tmp_path):
     import keras
     import tensorflow as tf
 
-    from models.export import to_tflite
+    from models.export.encoders import to_tflite
 
     pixels = keras.Input((8, 8, 3))
     model = keras.Model(pixels, keras.layers.GlobalAveragePooling2D()(pixels))
@@ -57,7 +57,7 @@ def test_embedder_applies_the_metadata_normalization():
     """Feeding (x - 0) / 255 by hand to the interpreter gives what the wrapper gives for raw x."""
     import tensorflow as tf
 
-    from models.tflite_image_embedder import preprocess_image_bytes_like_task_library
+    from models.encoders.tflite_image_embedder import preprocess_image_bytes_like_task_library
 
     pixels = preprocess_image_bytes_like_task_library((TFLITE_SUPPORT_DATA / "burger.jpg").read_bytes(), 224)
     ours = TFLiteImageEmbedder(MOBILENET).embed([pixels])
@@ -85,7 +85,7 @@ def test_embed_refuses_other_model_files_and_a_wrong_image_size(tmp_path):
 
 
 def test_resize_choice():
-    from pipelines.embed_images import EmbedOptions, resolved_resize
+    from pipelines.options import EmbedOptions, resolved_resize
 
     def options(*args):
         from apache_beam.options.pipeline_options import PipelineOptions

@@ -1,4 +1,4 @@
-"""models.torch_legacy_pickle: PyTorch .pth files into NumPy without PyTorch, refusing code."""
+"""models.encoders.backbones.torch_pickle: PyTorch .pth files into NumPy without PyTorch, refusing code."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
-from models import torch_legacy_pickle as tlp
+from models.encoders.backbones import torch_pickle as tlp
 from models.errors import BeamlensError
 from tests.torch_pickle_writer import FakeTensor, legacy_bytes, zip_bytes
 

@@ -9,7 +9,7 @@ import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models.preprocessing import preprocess_image_bytes
+from models.encoders.preprocessing import preprocess_image_bytes
 from tests import embed_helpers as h
 from transforms.decode import DecodeBatch, ImageBatch, only
 from transforms.read_images import ImageError, ImageRef

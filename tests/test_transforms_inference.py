@@ -10,8 +10,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models.preprocessing import preprocess_image_bytes
-from models.shard_format import EmbeddingRecord
+from models.encoders.preprocessing import preprocess_image_bytes
+from models.shards.records import EmbeddingRecord
 from tests import embed_helpers as h
 from transforms.decode import ImageBatch, ImageMeta, only
 from transforms.inference import EmbedBatches, l2_normalize

@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from pipelines import embed_images
 from tests import embed_helpers as h
 from transforms import inference
-from models.shard_format import EmbeddingRecord
+from models.shards.records import EmbeddingRecord
 from transforms.read_images import ImageError
 from transforms.write_shards import CountMismatchError, WriteEmbeddingsAndErrors, read_outputs, reconcile, shard_of
 

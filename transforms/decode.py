@@ -1,6 +1,6 @@
 """Read, decode and resize a batch of images, routing every bad one to the dead-letter stream.
 
-Pixels come from ``models.preprocessing.preprocess_image_bytes``: the same function training uses,
+Pixels come from ``models.encoders.preprocessing.preprocess_image_bytes``: the same function training uses,
 so the pipeline cannot drift from the model's training inputs.
 
 Dead letters travel in the MAIN output as :class:`ImageError` elements, next to
@@ -24,8 +24,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from models.io import files
 from models.faults import checkpoint
-from models.preprocessing import (
+from models.encoders.preprocessing import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ImageDecodeError,
     check_max_image_pixels,
@@ -78,12 +79,22 @@ def only(kind: Type[T]):
     return keep
 
 
+def preprocess_for(resize: str) -> Preprocess:
+    """The (bytes, size) -> pixels function of a ``--resize`` choice: ``task_library`` resizes as
+    the Task Library resizes a query (for a foreign .tflite embedder's index), ``pil`` as training."""
+    if resize == "task_library":
+        from models.encoders.tflite_image_embedder import preprocess_image_bytes_like_task_library  # noqa: PLC0415
+
+        return preprocess_image_bytes_like_task_library
+    return preprocess_image_bytes
+
+
 class DecodeBatch(beam.DoFn):
     """list[ImageRef] -> one ImageBatch of the good images, plus one ImageError per bad image.
 
     ``preprocess`` (bytes, size, max_pixels=...) -> float32 pixels defaults to the training
     preprocessing; an index for a foreign Task Library embedder passes
-    ``models.tflite_image_embedder.preprocess_image_bytes_like_task_library`` instead.
+    ``models.encoders.tflite_image_embedder.preprocess_image_bytes_like_task_library`` instead.
     ``max_pixels`` is the pixel budget each image's header is checked against."""
 
     def __init__(self, image_size: int, preprocess: Preprocess = preprocess_image_bytes,
@@ -115,7 +126,7 @@ class DecodeBatch(beam.DoFn):
             # Before reading: a file changed meanwhile is re-hashed next time. Local files only: on an
             # object store the stamp is one more request per image; a later re-index hashes such an
             # image once and stores its stamp then (pipelines/reindex.py Classify).
-            stamp = (file_stamp(ref.uri) if "://" not in ref.uri else None) or (-1, -1)
+            stamp = (file_stamp(ref.uri) if not files.is_remote(ref.uri) else None) or (-1, -1)
             try:
                 data = read_image_bytes(ref.uri)
             except ImageReadError as error:

@@ -12,7 +12,7 @@
   models, and traced once per worker whatever the batch sizes.
 * A ``.tflite`` image embedder (a Task Library model with no Keras twin, e.g. a pretrained
   MobileNetV3) runs in ``tf.lite.Interpreter`` through :class:`TFLiteEmbedderModelHandler`, with the
-  input normalization from its metadata (``models.tflite_image_embedder``).
+  input normalization from its metadata (``models.encoders.tflite_image_embedder``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
-from models.shard_format import EmbeddingRecord
+from models.io import files
+from models.shards.records import EmbeddingRecord
 from transforms.decode import ImageBatch, ImageMeta
 from transforms.read_images import METRICS_NAMESPACE, ImageError
 
@@ -73,10 +74,10 @@ class TFLiteEmbedderModelHandler(ModelHandler):
 
         from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415
 
-        from models.tflite_image_embedder import TFLiteImageEmbedder  # noqa: PLC0415
+        from models.encoders.tflite_image_embedder import TFLiteImageEmbedder  # noqa: PLC0415
 
         path = self._model_path
-        if "://" in path:  # the interpreter reads local files only: copy gs:// and the like
+        if files.is_remote(path):  # the interpreter reads local files only: copy gs:// and the like
             with FileSystems.open(path) as source, tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as local:
                 local.write(source.read())
             path = local.name

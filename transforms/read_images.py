@@ -30,7 +30,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.metrics import Metrics
 
-from models.coco import default_image_root, parse_coco_captions
+from models.io import files
+from models.corpora.coco import default_image_root, parse_coco_captions
 from models.errors import BeamlensError
 
 METRICS_NAMESPACE = "beamlens.embed"
@@ -239,7 +240,7 @@ def read_failure_reason(uri: str, error: Exception) -> str:
             or "permission denied" in text.lower():
         return "permission denied"
     if isinstance(error, FileNotFoundError) or "No such file" in text or "not found" in text.lower():
-        if "://" not in uri and os.path.islink(uri):
+        if not files.is_remote(uri) and os.path.islink(uri):
             return f"dangling symbolic link -> {os.readlink(uri)}"
         return "file not found"
     return f"cannot read file: {type(error).__name__}: {text[:300]}"
@@ -253,7 +254,7 @@ def file_stamp(uri: str) -> tuple[int, int] | None:
     through Beam's filesystems (on object stores the time is the upload's).
     """
     try:
-        if "://" not in uri:
+        if not files.is_remote(uri):
             info = os.stat(uri)
             return info.st_size, info.st_mtime_ns // 1000
         matched = FileSystems.match([uri])[0].metadata_list

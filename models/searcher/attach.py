@@ -17,7 +17,7 @@ import io
 import os
 import zipfile
 
-from models.atomic_files import write_bytes_atomically
+from models.io.files import write_bytes_atomically
 from models.errors import BeamlensError
 from models.searcher import model_file
 

@@ -148,7 +148,7 @@ def item_metadata(path: str, ids: list[int]) -> list[bytes]:
 
 def rewrite_leaves_to_search(searcher_path: str, out_path: str, leaves_to_search: int) -> str:
     """Write a copy of a searcher (or index) that searches ``leaves_to_search`` leaves per query."""
-    from models.atomic_files import write_bytes_atomically  # noqa: PLC0415
+    from models.io.files import write_bytes_atomically  # noqa: PLC0415
 
     data, kind, name, index, _ = _load(searcher_path)
     table = Table(index, name or searcher_path)

@@ -31,12 +31,12 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 import numpy as np
 
-from models.atomic_files import write_bytes_atomically
+from models.io.files import write_bytes_atomically
 from models.errors import BeamlensError
 from models.searcher import autotune
 from models.searcher.options import (
@@ -97,134 +97,176 @@ def build_index(
 # ---------------------------------------------------------------------------------------------
 # In the tflite-support process
 # ---------------------------------------------------------------------------------------------
-def _build_index_here(
-    npy_path: str, metadata_path: str, options: Optional[ScaNNOptions], out_path: str,
-    userinfo: str, auto: AutoOptions, compression: bool,
-) -> BuildReport:
-    started = time.perf_counter()
-    options = options or ScaNNOptions()
-    options.validate()
+@dataclass
+class _Inputs:
+    """The vectors and metadata to index, checked once."""
+
+    vectors: np.ndarray  # N x d float32, memory-mapped
+    metadata: list[bytes]
+
+    @property
+    def n(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+@dataclass
+class _Plan:
+    """The chosen configuration before any training: partitions and the scorings to measure."""
+
+    num_leaves: int
+    fixed_leaves: Optional[int]
+    ah: Optional[ScoreAH]
+    want_brute_force: bool
+    auto_score: bool
+
+
+@dataclass
+class _Candidate:
+    """One scoring measured by the recall sweep (what ``_decide`` chooses among)."""
+
+    score: str  # "brute_force" or "ah"
+    lookup: Optional[str]
+    values: list[int]  # leaves searched
+    recalls: list[float]
+    size: int  # bytes of the vectors or codes in the index
+
+
+def _load_inputs(npy_path: str, metadata_path: str, userinfo: str) -> _Inputs:
     if "\x00" in userinfo:
         raise BeamlensError("the user info string must not contain NUL bytes (the Task Library cuts it there)")
     vectors = np.load(npy_path, mmap_mode="r")
     if vectors.ndim != 2 or vectors.dtype != np.float32:
         raise BeamlensError(f"{npy_path}: expected an N x d float32 matrix, got {vectors.dtype} {vectors.shape}")
-    n, dim = vectors.shape
     metadata = read_metadata_lines(metadata_path)
-    if len(metadata) != n:
-        raise BeamlensError(f"{metadata_path} has {len(metadata)} items but {npy_path} has {n} vectors")
-    if n == 0:
+    if len(metadata) != vectors.shape[0]:
+        raise BeamlensError(f"{metadata_path} has {len(metadata)} items but {npy_path} has {vectors.shape[0]} vectors")
+    if vectors.shape[0] == 0:
         raise BeamlensError("no vectors to index")
-    distance = options.distance_measure
-    budget = auto.max_index_mb * 1e6
-    report = BuildReport(
-        num_items=n, dimension=dim, distance_measure=distance, num_leaves=1, num_leaves_to_search=1,
-        search_fraction=1.0, score="brute_force", target_recall=auto.target_recall,
-        metadata_bytes=sum(len(m) for m in metadata), options=options_to_dict(options) or {},
-    )
-    reasons, warnings = report.reasons, report.warnings
+    return _Inputs(vectors, metadata)
 
-    # ---- partitioning ----
-    tree = options.tree
+
+def _choose_plan(options: ScaNNOptions, auto: AutoOptions, inputs: _Inputs, reasons: list[str]) -> _Plan:
+    """Record the partitioning and the scorings to try, and check them together (as ScaNN's
+    ``ScannBuilder.create_config`` checks its stanzas once, before anything is built)."""
+    n, tree = inputs.n, options.tree
     if tree is not None:
         num_leaves = tree.num_leaves
         reasons.append(f"{num_leaves} leaves: given")
     else:
         num_leaves = autotune.auto_num_leaves(n)
-        reasons.append(
-            f"{num_leaves} leaves: " + ("N <= 1000, one leaf scans everything in well under a millisecond"
-                                        if num_leaves == 1 else f"about sqrt(N) = {math.sqrt(n):.0f}")
-        )
+        reasons.append(f"{num_leaves} leaves: " + ("N <= 1000, one leaf scans everything in well under a millisecond"
+                                                   if num_leaves == 1 else f"about sqrt(N) = {math.sqrt(n):.0f}"))
     if num_leaves > n:
         raise BeamlensError(f"num_leaves {num_leaves} is larger than the number of items {n}")
     fixed_leaves = tree.num_leaves_to_search if tree is not None and tree.num_leaves_to_search else None
-
-    # ---- scoring candidates ----
-    ah: Optional[ScoreAH] = options.score_ah
-    want_bf = options.score_brute_force is not None
+    ah, want_bf = options.score_ah, options.score_brute_force is not None
     auto_score = ah is None and not want_bf
     if ah is not None and n < AH_MIN_POINTS:
-        raise BeamlensError(
-            f"asymmetric hashing (LUT256) needs at least {AH_MIN_POINTS} items to train, got {n}; "
-            "use brute-force scoring"
-        )
+        raise BeamlensError(f"asymmetric hashing (LUT256) needs at least {AH_MIN_POINTS} items to train, got {n}; "
+                            "use brute-force scoring")
     if auto_score:
         if n < AH_MIN_POINTS:
             reasons.append(f"float brute force: LUT256 asymmetric hashing needs >= {AH_MIN_POINTS} points, N = {n}")
         else:
-            dpb = max(1, math.ceil(n * dim / budget)) if n * dim > budget else 1
-            threshold = 0.2 if distance == DOT_PRODUCT else float("nan")
+            budget = auto.max_index_mb * 1e6
+            dpb = max(1, math.ceil(n * inputs.dim / budget)) if n * inputs.dim > budget else 1
+            threshold = 0.2 if options.distance_measure == DOT_PRODUCT else float("nan")
             ah = ScoreAH(dimensions_per_block=dpb, anisotropic_quantization_threshold=threshold)
+    return _Plan(num_leaves, fixed_leaves, ah, want_bf, auto_score)
 
-    # ---- train with scann (or not, for one leaf and no AH) ----
+
+def _partitions(matrix: np.ndarray, artifacts: dict[str, Any], num_leaves: int) -> tuple[np.ndarray, np.ndarray]:
+    """(centroids, assignment): scann's tree, or one leaf holding everything."""
+    if num_leaves > 1:
+        return artifacts["centroids"], np.asarray(artifacts["assignment"], np.int64)
+    centroid = matrix.mean(axis=0, dtype=np.float64).astype(np.float32)
+    return centroid[None, :], np.zeros(matrix.shape[0], np.int64)
+
+
+def _measure(matrix: np.ndarray, plan: _Plan, artifacts: dict[str, Any], centroids: np.ndarray, assignment: np.ndarray,
+             distance: str, auto: AutoOptions, report: BuildReport) -> list[_Candidate]:
+    """Recall@10 of every candidate scoring against exact search, by leaves searched (the sweeps)."""
+    n = matrix.shape[0]
+    _progress(f"measuring recall@10 on {min(n, auto.num_queries)} held-out queries against exact search")
+    query_rows = autotune.sample_queries(n, auto.num_queries, auto.seed)
+    queries = np.asarray(matrix[query_rows], np.float32)
+    exact = autotune.exact_neighbours(matrix, query_rows, distance)
+    ranks = autotune.leaf_ranks(queries, centroids, distance)
+    candidates: list[_Candidate] = []
+    if plan.want_brute_force or plan.auto_score:
+        values = autotune.sweep_values(plan.num_leaves)
+        recalls = autotune.float_sweep(exact, assignment, ranks, values) if exact.shape[1] else [1.0] * len(values)
+        candidates.append(_Candidate("brute_force", None, values, recalls, 4 * n * matrix.shape[1]))
+        report.sweeps["float brute force"] = [SweepPoint(v, r) for v, r in zip(values, recalls)]
+    if plan.ah is not None:
+        values = autotune.sweep_values(plan.num_leaves, autotune.MAX_AH_SWEEP_LEAVES)
+        if plan.fixed_leaves and plan.fixed_leaves not in values:
+            values = sorted(set(values + [plan.fixed_leaves]))
+        for lookup in ([plan.ah.lookup_type] if not plan.auto_score else ["int8", "int16"]):
+            model = autotune.AHModel(artifacts["codebooks"], artifacts["codes"], lookup)
+            recalls = (autotune.ah_sweep(queries, query_rows, model, assignment, ranks, exact, values, distance)
+                       if exact.shape[1] else [1.0] * len(values))
+            candidates.append(_Candidate("ah", lookup, values, recalls, n * artifacts["codes"].shape[1]))
+            report.sweeps[f"AH {plan.ah.dimensions_per_block} dim/block, {lookup} LUT"] = [SweepPoint(v, r) for v, r in zip(values, recalls)]
+    return candidates
+
+
+def _record_choice(report: BuildReport, plan: _Plan, tree: Optional[Tree], score: str, lookup: Optional[str],
+                   leaves: int, recall: Optional[float]) -> None:
+    report.score, report.num_leaves, report.num_leaves_to_search = score, plan.num_leaves, leaves
+    report.search_fraction = fraction_for_leaves(plan.num_leaves, leaves)
+    report.estimated_recall_at_10 = recall
+    if score == "ah":
+        report.dimensions_per_block = plan.ah.dimensions_per_block
+        report.lookup_type = lookup
+        t = plan.ah.anisotropic_quantization_threshold
+        report.anisotropic_quantization_threshold = None if math.isnan(t) else t
+    extra = {k: v for k, v in asdict(tree).items() if k not in ("num_leaves", "num_leaves_to_search")} if tree else {}
+    report.options["chosen"] = {"tree": asdict(Tree(plan.num_leaves, leaves, **extra)), "score": score,
+                                "lookup_type": lookup, "dimensions_per_block": report.dimensions_per_block}
+
+
+def _build_index_here(
+    npy_path: str, metadata_path: str, options: Optional[ScaNNOptions], out_path: str,
+    userinfo: str, auto: AutoOptions, compression: bool,
+) -> BuildReport:
+    """Choose a configuration (partitions, candidate scorings), train and measure them, decide,
+    then write the index: each phase a function, the decision in :func:`_decide`."""
+    started = time.perf_counter()
+    options = options or ScaNNOptions()
+    options.validate()
+    inputs = _load_inputs(npy_path, metadata_path, userinfo)
+    distance = options.distance_measure
+    report = BuildReport(
+        num_items=inputs.n, dimension=inputs.dim, distance_measure=distance, num_leaves=1, num_leaves_to_search=1,
+        search_fraction=1.0, score="brute_force", target_recall=auto.target_recall,
+        metadata_bytes=sum(len(m) for m in inputs.metadata), options=options_to_dict(options) or {},
+    )
+    plan = _choose_plan(options, auto, inputs, report.reasons)
     work = tempfile.mkdtemp(prefix="beamlens-scann-")
     try:
-        matrix = np.ascontiguousarray(vectors)  # scann needs it in memory
-        if num_leaves > 1 or ah is not None:
-            _progress(f"training ScaNN: {n} x {dim}, {num_leaves} leaves"
-                      + (f", AH {ah.dimensions_per_block} dim/block" if ah else ", brute force"))
-            artifacts = _train_scann(matrix, distance, num_leaves, tree, ah, work, auto.training_threads)
-        else:
-            artifacts = {}
-        if num_leaves > 1:
-            centroids = artifacts["centroids"]
-            assignment = artifacts["assignment"]
-        else:
-            centroid = matrix.mean(axis=0, dtype=np.float64).astype(np.float32)
-            centroids = centroid[None, :]
-            assignment = np.zeros(n, np.int32)
-
-        # ---- measure (sweep) and decide ----
-        _progress(f"measuring recall@10 on {min(n, auto.num_queries)} held-out queries against exact search")
-        query_rows = autotune.sample_queries(n, auto.num_queries, auto.seed)
-        queries = np.asarray(matrix[query_rows], np.float32)
-        exact = autotune.exact_neighbours(matrix, query_rows, distance)
-        ranks = autotune.leaf_ranks(queries, centroids, distance)
-        assignment = np.asarray(assignment, np.int64)
-        float_values = autotune.sweep_values(num_leaves)
-        float_recalls = autotune.float_sweep(exact, assignment, ranks, float_values) if exact.shape[1] else [1.0] * len(float_values)
-        bf_bytes = 4 * n * dim
-        candidates: list[tuple[str, Optional[str], list[int], list[float], int]] = []
-        if want_bf or auto_score:
-            candidates.append(("brute_force", None, float_values, float_recalls, bf_bytes))
-            report.sweeps["float brute force"] = [SweepPoint(v, r) for v, r in zip(float_values, float_recalls)]
-        if ah is not None:
-            ah_values = autotune.sweep_values(num_leaves, autotune.MAX_AH_SWEEP_LEAVES)
-            if fixed_leaves and fixed_leaves not in ah_values:
-                ah_values = sorted(set(ah_values + [fixed_leaves]))
-            lookups = [ah.lookup_type] if not auto_score else ["int8", "int16"]
-            for lookup in lookups:
-                model = autotune.AHModel(artifacts["codebooks"], artifacts["codes"], lookup)
-                recalls = autotune.ah_sweep(queries, query_rows, model, assignment, ranks, exact, ah_values, distance) if exact.shape[1] else [1.0] * len(ah_values)
-                candidates.append(("ah", lookup, ah_values, recalls, n * artifacts["codes"].shape[1]))
-                report.sweeps[f"AH {ah.dimensions_per_block} dim/block, {lookup} LUT"] = [SweepPoint(v, r) for v, r in zip(ah_values, recalls)]
-
-        score, lookup, leaves, recall = _decide(candidates, fixed_leaves, auto.target_recall, budget, reasons, warnings)
-        report.score = score
-        report.num_leaves = num_leaves
-        report.num_leaves_to_search = leaves
-        report.search_fraction = fraction_for_leaves(num_leaves, leaves)
-        report.estimated_recall_at_10 = recall
-        if score == "ah":
-            report.dimensions_per_block = ah.dimensions_per_block
-            report.lookup_type = lookup
-            t = ah.anisotropic_quantization_threshold
-            report.anisotropic_quantization_threshold = None if math.isnan(t) else t
-        report.options["chosen"] = {
-            "tree": asdict(Tree(num_leaves, leaves, **({k: v for k, v in asdict(tree).items() if k not in ("num_leaves", "num_leaves_to_search")} if tree else {}))),
-            "score": score, "lookup_type": lookup,
-            "dimensions_per_block": report.dimensions_per_block,
-        }
-
-        # ---- write ----
-        _progress(f"writing the on-device index ({score}, {leaves}/{num_leaves} leaves searched)")
+        matrix = np.ascontiguousarray(inputs.vectors)  # scann needs it in memory
+        artifacts: dict[str, Any] = {}
+        if plan.num_leaves > 1 or plan.ah is not None:
+            _progress(f"training ScaNN: {inputs.n} x {inputs.dim}, {plan.num_leaves} leaves"
+                      + (f", AH {plan.ah.dimensions_per_block} dim/block" if plan.ah else ", brute force"))
+            artifacts = _train_scann(matrix, distance, plan.num_leaves, options.tree, plan.ah, work, auto.training_threads)
+        centroids, assignment = _partitions(matrix, artifacts, plan.num_leaves)
+        candidates = _measure(matrix, plan, artifacts, centroids, assignment, distance, auto, report)
+        score, lookup, leaves, recall = _decide(candidates, plan.fixed_leaves, auto.target_recall,
+                                                auto.max_index_mb * 1e6, report.reasons, report.warnings)
+        _record_choice(report, plan, options.tree, score, lookup, leaves, recall)
+        _progress(f"writing the on-device index ({score}, {leaves}/{plan.num_leaves} leaves searched)")
         index_bytes = _serialize_index(
-            matrix if score == "brute_force" else None,
-            artifacts.get("codes") if score == "ah" else None,
-            artifacts.get("codebooks") if score == "ah" else None,
-            lookup, centroids, assignment, report.search_fraction, distance, dim, metadata, userinfo, compression,
+            matrix if score == "brute_force" else None, artifacts.get("codes") if score == "ah" else None,
+            artifacts.get("codebooks") if score == "ah" else None, lookup, centroids, assignment,
+            report.search_fraction, distance, inputs.dim, inputs.metadata, userinfo, compression,
         )
-        report.vector_bytes = bf_bytes if score == "brute_force" else int(artifacts["codes"].size)
+        report.vector_bytes = 4 * inputs.n * inputs.dim if score == "brute_force" else int(artifacts["codes"].size)
         report.index_bytes = len(index_bytes)
         write_bytes_atomically(out_path, index_bytes)
     finally:
@@ -233,51 +275,67 @@ def _build_index_here(
     return report
 
 
-def _decide(candidates, fixed_leaves, target, budget, reasons, warnings):
+@dataclass
+class _Evaluated:
+    """A candidate with the leaves it needs for the target (None: it never reaches it)."""
+
+    candidate: _Candidate
+    leaves: Optional[int]
+    recall: Optional[float]
+
+    @property
+    def best(self) -> Optional[float]:
+        return max(self.candidate.recalls) if self.candidate.recalls else None
+
+    @property
+    def label(self) -> str:
+        return "float brute force" if self.candidate.score == "brute_force" else f"AH ({self.candidate.lookup} LUT)"
+
+
+def _evaluate(candidate: _Candidate, fixed_leaves: Optional[int], target: float) -> _Evaluated:
+    values, recalls = candidate.values, candidate.recalls
+    if fixed_leaves:
+        return _Evaluated(candidate, fixed_leaves, recalls[values.index(fixed_leaves)] if fixed_leaves in values else None)
+    leaves = autotune.smallest_reaching(values, recalls, target)
+    return _Evaluated(candidate, leaves, recalls[values.index(leaves)] if leaves else None)
+
+
+def _decide(candidates: list[_Candidate], fixed_leaves: Optional[int], target: float, budget: float,
+            reasons: list[str], warnings: list[str]) -> tuple[str, Optional[str], int, Optional[float]]:
     """Pick (score, lookup, leaves, recall): smallest index that meets the target, within budget."""
-    evaluated = []
-    for score, lookup, values, recalls, size in candidates:
-        if fixed_leaves:
-            recall = recalls[values.index(fixed_leaves)] if fixed_leaves in values else None
-            leaves = fixed_leaves
-        else:
-            leaves = autotune.smallest_reaching(values, recalls, target)
-            recall = recalls[values.index(leaves)] if leaves else None
-        best = max(recalls) if recalls else None
-        evaluated.append((score, lookup, leaves, recall, size, values, recalls, best))
-    label = lambda s, l: "float brute force" if s == "brute_force" else f"AH ({l} LUT)"  # noqa: E731
+    evaluated = [_evaluate(c, fixed_leaves, target) for c in candidates]
     if len(evaluated) == 1:
-        score, lookup, leaves, recall, size, values, recalls, best = evaluated[0]
+        only = evaluated[0]
+        leaves, recall = only.leaves, only.recall
         if leaves is None:
-            leaves, recall = _near_best(values, recalls)
-            warnings.append(f"{label(score, lookup)} reaches recall@10 {best:.3f} at best, below the target {target}")
-        reasons.append(f"{label(score, lookup)}: " + ("given" if fixed_leaves else f"{leaves} leaves is the fewest reaching recall@10 {recall:.3f}"))
-        if size > budget:
-            warnings.append(f"the vectors take {size / 1e6:.1f} MB, over the {budget / 1e6:.3g} MB budget")
-        return score, lookup, leaves, recall
+            leaves, recall = _near_best(only.candidate.values, only.candidate.recalls)
+            warnings.append(f"{only.label} reaches recall@10 {only.best:.3f} at best, below the target {target}")
+        reasons.append(f"{only.label}: " + ("given" if fixed_leaves else f"{leaves} leaves is the fewest reaching recall@10 {recall:.3f}"))
+        if only.candidate.size > budget:
+            warnings.append(f"the vectors take {only.candidate.size / 1e6:.1f} MB, over the {budget / 1e6:.3g} MB budget")
+        return only.candidate.score, only.candidate.lookup, leaves, recall
     # Automatic: cheapest in bytes first (AH int8, AH int16, float), must fit the budget and reach target.
-    order = sorted(evaluated, key=lambda e: (e[4], 0 if e[1] == "int8" else 1))
-    for score, lookup, leaves, recall, size, values, recalls, best in order:
-        if size > budget:
-            reasons.append(f"not {label(score, lookup)}: {size / 1e6:.1f} MB is over the {budget / 1e6:.3g} MB budget")
+    order = sorted(evaluated, key=lambda e: (e.candidate.size, 0 if e.candidate.lookup == "int8" else 1))
+    for e in order:
+        if e.candidate.size > budget:
+            reasons.append(f"not {e.label}: {e.candidate.size / 1e6:.1f} MB is over the {budget / 1e6:.3g} MB budget")
             continue
-        if recall is not None and (fixed_leaves is None or recall >= target):
-            reasons.append(
-                f"{label(score, lookup)}: {size / 1e6:.1f} MB, recall@10 {recall:.3f} >= target {target} "
-                f"at {leaves} leaves searched"
-            )
-            return score, lookup, leaves, recall
-        reasons.append(f"not {label(score, lookup)}: recall@10 reaches only {best:.3f} (target {target})")
+        if e.recall is not None and (fixed_leaves is None or e.recall >= target):
+            reasons.append(f"{e.label}: {e.candidate.size / 1e6:.1f} MB, recall@10 {e.recall:.3f} >= target {target} "
+                           f"at {e.leaves} leaves searched")
+            return e.candidate.score, e.candidate.lookup, e.leaves, e.recall
+        reasons.append(f"not {e.label}: recall@10 reaches only {e.best:.3f} (target {target})")
     # Nothing meets target within budget: the best recall among those that fit, else the smallest.
-    fitting = [e for e in order if e[4] <= budget] or order[:1]
-    score, lookup, leaves, recall, size, values, recalls, best = max(fitting, key=lambda e: e[7])
+    fitting = [e for e in order if e.candidate.size <= budget] or order[:1]
+    chosen = max(fitting, key=lambda e: e.best)
+    leaves, recall = chosen.leaves, chosen.recall
     if fixed_leaves is None:
-        leaves, recall = _near_best(values, recalls)
-    over = [e for e in order if e[4] > budget and e[7] is not None and e[7] >= target]
-    hint = f" (float brute force would reach it: allow {over[0][4] / 1e6:.3g} MB with max_index_mb)" if over else ""
-    warnings.append(f"no scoring reaches recall@10 {target} within {budget / 1e6:.3g} MB; chose {label(score, lookup)} "
+        leaves, recall = _near_best(chosen.candidate.values, chosen.candidate.recalls)
+    over = [e for e in order if e.candidate.size > budget and e.best is not None and e.best >= target]
+    hint = f" (float brute force would reach it: allow {over[0].candidate.size / 1e6:.3g} MB with max_index_mb)" if over else ""
+    warnings.append(f"no scoring reaches recall@10 {target} within {budget / 1e6:.3g} MB; chose {chosen.label} "
                     f"with recall@10 {recall:.3f} at {leaves} leaves{hint}")
-    return score, lookup, leaves, recall
+    return chosen.candidate.score, chosen.candidate.lookup, leaves, recall
 
 
 def _near_best(values: list[int], recalls: list[float], slack: float = 0.01) -> tuple[int, float]:

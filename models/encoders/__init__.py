@@ -1,0 +1,1 @@
+"""The towers of the dual encoder, their preprocessing, tokenizers and pretrained backbones."""

@@ -1,0 +1,1 @@
+"""Turning trained encoders into Task Library .tflite files: conversion, metadata, quantization."""

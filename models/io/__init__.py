@@ -1,0 +1,1 @@
+"""One filesystem facade, one atomic writer, TFRecord framing: the only Beam-aware part of models/."""

@@ -1,0 +1,183 @@
+"""Build the searchers of one index: read the shards, choose and build the ScaNN index, attach it.
+
+``build_searchers(SearcherRequest(...))`` is what ``beamlens build-searcher`` and ``beamlens
+reindex`` both call (a library call, never another command's parser). Two halves, because
+tflite-support cannot live beside TensorFlow (PLATFORM.md):
+
+1. here the shards are streamed through THE shard reader (models/shards/reader.py) into an
+   N x d float32 ``.npy`` and a metadata file, checking every record;
+2. the index is built and attached in the tflite-support process from those files
+   (:func:`models.searcher.build_index` / :func:`models.searcher.attach_index`).
+
+Outputs are staged under temporary names and renamed only when everything succeeded, so a failed
+build leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from models.errors import BeamlensError
+from models.searcher import model_file
+from models.searcher.options import DOT_PRODUCT, AutoOptions, ScaNNOptions, options_to_dict
+from models.shards.reader import read_shards
+
+TEXT_SEARCHER = "text_searcher.tflite"
+IMAGE_SEARCHER = "image_searcher.tflite"
+INDEX_FILE = "index.ldb"
+REPORT_FILE = "searcher_report.json"
+FORMATS = ("tflite", "scann_index_file")
+
+
+def _progress(message: str) -> None:
+    print(f"[build-searcher] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class SearcherRequest:
+    """What to build: from which shard folders, into which folder, with which embedders and options."""
+
+    shards: Sequence[str]
+    out: str
+    text_embedder: Optional[str] = None
+    image_embedder: Optional[str] = None
+    formats: Sequence[str] = ()  # default: tflite when an embedder is given
+    scann: ScaNNOptions = field(default_factory=ScaNNOptions)
+    auto: AutoOptions = field(default_factory=AutoOptions)
+    userinfo: Optional[str] = None
+    normalize: bool = False
+    allow_missing_manifest: bool = False
+    compression: bool = True
+
+    def chosen_formats(self) -> list[str]:
+        formats = list(self.formats) or (["tflite"] if (self.text_embedder or self.image_embedder) else [])
+        if not formats:
+            raise BeamlensError("nothing to write: give --text-embedder/--image-embedder or --format scann_index_file")
+        if "tflite" in formats and not (self.text_embedder or self.image_embedder):
+            raise BeamlensError("--format tflite needs --text-embedder and/or --image-embedder")
+        if self.userinfo is not None and "\x00" in self.userinfo:
+            raise BeamlensError("--userinfo must not contain NUL bytes")
+        return formats
+
+
+def _check_embedder(path: Optional[str], dimension: Optional[int] = None) -> Optional[str]:
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise BeamlensError(f"embedder not found: {path}")
+    with open(path, "rb") as stream:
+        data = stream.read()
+    info = model_file.read_model_file(data, path)
+    if dimension is not None:
+        out = info.outputs[model_file.searcher_output_index(info)].shape
+        if not out or out[-1] != dimension:
+            raise BeamlensError(
+                f"{path} outputs {out[-1] if out else '?'}-d embeddings but the shards hold {dimension}-d vectors; "
+                "the index must be built from this embedder's space"
+            )
+    return path
+
+
+def _default_userinfo(shards: Any, request: SearcherRequest) -> str:
+    return json.dumps({
+        "beamlens": 1, "model_fingerprint": shards.model_fingerprint, "num_items": shards.count,
+        "dimension": shards.dimension, "distance": request.scann.distance_measure,
+        "options": options_to_dict(request.scann),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }, separators=(",", ":"))
+
+
+def build_searchers(request: SearcherRequest) -> dict[str, Any]:
+    """Build the index and the searchers asked for; returns the summary also written as searcher_report.json."""
+    started = time.perf_counter()
+    request.scann.validate()
+    formats = request.chosen_formats()
+    embedders = {TEXT_SEARCHER: _check_embedder(request.text_embedder), IMAGE_SEARCHER: _check_embedder(request.image_embedder)}
+    os.makedirs(request.out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".build-searcher-", dir=request.out)
+    try:
+        staged, summary = _build_in(work, request, formats, embedders)
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        with open(os.path.join(work, REPORT_FILE), "w", encoding="utf-8") as stream:
+            json.dump(summary, stream, indent=2, sort_keys=True)
+        staged[REPORT_FILE] = os.path.join(work, REPORT_FILE)
+        for name, path in staged.items():  # same filesystem: each rename is atomic
+            os.replace(path, os.path.join(request.out, name))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for name in sorted(staged):
+        _progress(f"wrote {os.path.join(request.out, name)}")
+    return summary
+
+
+def _build_in(work: str, request: SearcherRequest, formats: list[str],
+              embedders: dict[str, Optional[str]]) -> tuple[dict[str, str], dict[str, Any]]:
+    """Read, build and attach inside the scratch folder ``work``: (files staged there, summary)."""
+    from models.searcher import attach_index, build_index  # noqa: PLC0415
+
+    unit_norm = request.scann.distance_measure == DOT_PRODUCT
+    shards = read_shards(list(request.shards), work, unit_norm, request.normalize, request.allow_missing_manifest)
+    if "tflite" in formats:
+        for path in embedders.values():
+            _check_embedder(path, shards.dimension)
+    userinfo = request.userinfo if request.userinfo is not None else _default_userinfo(shards, request)
+    index_path = os.path.join(work, INDEX_FILE)
+    _, report = build_index(shards.vectors_path, shards.metadata_path, request.scann, index_path, userinfo,
+                            request.auto, compression=request.compression)
+    for line in report.lines():
+        _progress(line)
+    staged: dict[str, str] = {}
+    if "scann_index_file" in formats:
+        staged[INDEX_FILE] = index_path
+    if "tflite" in formats:
+        for name, embedder in embedders.items():
+            if embedder:
+                _progress(f"attaching the index to {embedder} -> {name}")
+                staged[name] = attach_index(embedder, index_path, os.path.join(work, name))
+    summary = {
+        "shards": list(request.shards), "records_read": shards.records_read,
+        "duplicates_dropped": shards.duplicates_dropped, "normalized": shards.normalized,
+        "manifest_found": shards.manifest_found, "warnings": shards.warnings,
+        "model_fingerprint": shards.model_fingerprint, "outputs": sorted(staged),
+        "embedders": {k: v for k, v in embedders.items() if v}, "userinfo": userinfo, "build": report.to_dict(),
+    }
+    return staged, summary
+
+
+def build_searchers_anywhere(request: SearcherRequest) -> dict[str, Any]:
+    """:func:`build_searchers` for shard folders, embedders and an output folder on any Beam
+    filesystem: remote inputs are copied to a local scratch folder first and the outputs uploaded
+    afterwards (the index builder and the Task Library metadata writer work on local files)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from models.io import files  # noqa: PLC0415
+
+    paths = [*request.shards, request.out, request.text_embedder or "", request.image_embedder or ""]
+    if not any(files.is_remote(p) for p in paths):
+        return build_searchers(request)
+    scratch = tempfile.mkdtemp(prefix="beamlens-searchers-")
+    try:
+        def local(path: Optional[str], name: str) -> Optional[str]:
+            if not path or not files.is_remote(path):
+                return path
+            return files.copy_into([path], os.path.join(scratch, name))[0]
+
+        shards = [folder if not files.is_remote(folder) else
+                  os.path.dirname(files.copy_into(files.list_folder(folder), os.path.join(scratch, f"shards-{n}"))[0])
+                  for n, folder in enumerate(request.shards)]
+        out = os.path.join(scratch, "out") if files.is_remote(request.out) else request.out
+        summary = build_searchers(replace(request, shards=shards, out=out, text_embedder=local(request.text_embedder, "text"),
+                                          image_embedder=local(request.image_embedder, "image")))
+        if out != request.out:
+            files.copy_into(files.list_folder(out), request.out)
+        return summary
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

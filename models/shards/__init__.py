@@ -1,0 +1,1 @@
+"""Embedding shards: the record format, the one reader, versioned outputs and their lock."""

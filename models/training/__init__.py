@@ -1,0 +1,1 @@
+"""Training the dual encoder (end to end or heads only) and scoring it."""
