@@ -22,11 +22,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from models.errors import BeamlensError
+from models.knn import DATABASE_CHUNK, DOT_PRODUCT, SQUARED_L2, exact_knn
 
 DEFAULT_KS = (1, 5, 10, 100)
 DEFAULT_LEAVES_SWEEP = (1, 2, 4, 8, 16, 32)
-DOT_PRODUCT = "dot_product"
-SQUARED_L2 = "squared_l2"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,43 +95,11 @@ def select_queries(queries: Sequence[CaptionQuery], known_ids: set[str], max_que
 # Exact search
 # ---------------------------------------------------------------------------------------------
 def exact_search(
-    queries: np.ndarray, database: np.ndarray, k: int, distance: str = DOT_PRODUCT, chunk: int = 256
+    queries: np.ndarray, database: np.ndarray, k: int, distance: str = DOT_PRODUCT, chunk: int = DATABASE_CHUNK
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force k nearest neighbours with the Task Library's distance convention.
-
-    dot_product -> distance = -q.x; squared_l2 -> ||q - x||^2 (smaller is closer for both).
-    Returns (indices [Q, k'], distances [Q, k']) sorted by increasing distance, k' = min(k, N);
-    ties are broken by the lower index, so the ranking is deterministic.
-    """
-    if distance not in (DOT_PRODUCT, SQUARED_L2):
-        raise BeamlensError(f"unknown distance {distance!r}: use {DOT_PRODUCT} or {SQUARED_L2}")
-    queries = np.asarray(queries, np.float32)
-    database = np.asarray(database, np.float32)
-    if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
-        raise BeamlensError(
-            f"query vectors {queries.shape} and item vectors {database.shape} do not have the same dimension"
-        )
-    n = database.shape[0]
-    k = min(int(k), n)
-    norms = (database * database).sum(axis=1) if distance == SQUARED_L2 else None
-    all_indices, all_distances = [], []
-    for start in range(0, queries.shape[0], chunk):
-        block = queries[start : start + chunk]
-        scores = -(block @ database.T)
-        if norms is not None:
-            scores = 2.0 * scores + norms[None, :] + (block * block).sum(axis=1)[:, None]
-        if k < n:
-            part = np.argpartition(scores, k - 1, axis=1)[:, :k]
-        else:
-            part = np.tile(np.arange(n), (block.shape[0], 1))
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.lexsort((part, part_scores), axis=1)
-        indices = np.take_along_axis(part, order, axis=1)
-        all_indices.append(indices)
-        all_distances.append(np.take_along_axis(scores, indices, axis=1))
-    if not all_indices:
-        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
-    return np.concatenate(all_indices), np.concatenate(all_distances).astype(np.float32)
+    """Brute-force k nearest neighbours with the Task Library's distance convention: THE exact
+    search (models/knn.py), under the name the evaluation has always used."""
+    return exact_knn(queries, database, k, distance, chunk=chunk)
 
 
 # ---------------------------------------------------------------------------------------------

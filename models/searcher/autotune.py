@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from models.knn import exact_knn
 from models.searcher.options import DOT_PRODUCT
 
 K = 10
@@ -55,34 +56,9 @@ def sample_queries(n: int, num_queries: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=num_queries, replace=False))
 
 
-def _scores(queries: np.ndarray, rows: np.ndarray, distance: str) -> np.ndarray:
-    """Larger is closer (negated distance, up to a per-query constant)."""
-    dots = queries @ rows.T
-    if distance == DOT_PRODUCT:
-        return dots
-    return 2.0 * dots - np.einsum("ij,ij->i", rows, rows)[None, :]
-
-
-def exact_neighbours(vectors: np.ndarray, query_rows: np.ndarray, distance: str, k: int = K, chunk: int = 65536) -> np.ndarray:
-    """Ids of the exact k nearest rows for each query row, the query row itself excluded."""
-    queries = np.asarray(vectors[query_rows], np.float32)
-    n = vectors.shape[0]
-    k_eff = min(k, n - 1)
-    best_scores = np.full((len(query_rows), 0), -np.inf, np.float32)
-    best_ids = np.zeros((len(query_rows), 0), np.int64)
-    for start in range(0, n, chunk):
-        rows = np.asarray(vectors[start : start + chunk], np.float32)
-        scores = _scores(queries, rows, distance)
-        own = (query_rows >= start) & (query_rows < start + len(rows))
-        scores[np.nonzero(own)[0], query_rows[own] - start] = -np.inf
-        take = min(k_eff, scores.shape[1])
-        part = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        cand_scores = np.concatenate([best_scores, np.take_along_axis(scores, part, 1)], axis=1)
-        cand_ids = np.concatenate([best_ids, part + start], axis=1)
-        order = np.argsort(-cand_scores, axis=1, kind="stable")[:, :k_eff]
-        best_scores = np.take_along_axis(cand_scores, order, 1)
-        best_ids = np.take_along_axis(cand_ids, order, 1)
-    return best_ids
+def exact_neighbours(vectors: np.ndarray, query_rows: np.ndarray, distance: str, k: int = K) -> np.ndarray:
+    """Ids of the exact k nearest rows for each query row, the query row itself excluded (models/knn.py)."""
+    return exact_knn(np.asarray(vectors[query_rows], np.float32), vectors, k, distance, exclude_rows=query_rows)[0]
 
 
 def leaf_ranks(queries: np.ndarray, centroids: np.ndarray, distance: str) -> np.ndarray:

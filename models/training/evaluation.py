@@ -24,6 +24,7 @@ import numpy as np
 
 from models.encoders.bert_tokenizer import BertTokenizer
 from models.io import files
+from models.knn import exact_knn
 from models.corpora.coco import CocoImage
 from models.encoders.preprocessing import preprocess_image_bytes
 from models.encoders.regex_tokenizer import Vocabulary
@@ -57,23 +58,14 @@ def embed_texts(models: EncoderModels, texts: list[str], batch_size: int = 512) 
     return np.asarray(models.text.predict(ids, batch_size=batch_size, verbose=0), np.float32)
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
-    return np.take_along_axis(part, order, axis=1)
-
-
 def top_k_accuracy(caption_vectors: np.ndarray, owner: np.ndarray, image_vectors: np.ndarray, ks=KS) -> dict:
     """owner[i] = row of caption i's own image."""
     n = len(image_vectors)
     hits = {k: 0 for k in ks}
-    for start in range(0, len(caption_vectors), 1024):
-        scores = caption_vectors[start:start + 1024] @ image_vectors.T
-        top = _top(scores, max(ks))
-        mine = owner[start:start + 1024, None]
-        for k in ks:
-            hits[k] += int((top[:, :k] == mine).any(axis=1).sum())
+    top = exact_knn(caption_vectors, image_vectors, max(ks))[0]
+    mine = np.asarray(owner)[:, None]
+    for k in ks:
+        hits[k] += int((top[:, :k] == mine).any(axis=1).sum())
     q = len(caption_vectors)
     return {"queries": q, "images": n,
             "top_k_accuracy": {str(k): hits[k] / q for k in ks},
@@ -92,7 +84,7 @@ def _chance_at_least_one(n: int, r: int, k: int) -> float:
 def attribute_recall(caption_vectors: np.ndarray, relevant: list[np.ndarray], image_vectors: np.ndarray, ks=KS) -> dict:
     """relevant[i] = rows of the images that satisfy caption i."""
     n = len(image_vectors)
-    top = _top(caption_vectors @ image_vectors.T, max(ks))
+    top = exact_knn(caption_vectors, image_vectors, max(ks))[0]
     recall = {k: 0.0 for k in ks}
     precision = {k: 0.0 for k in ks}
     chance_recall = {k: 0.0 for k in ks}
