@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import sys
 import time
 from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
 
+from models.progress import progress_printer
 from models.encoders.inputs import model_input_size
 from models.errors import BeamlensError
 from models.faults import checkpoint
@@ -50,8 +50,7 @@ PLAN_DIR = "plan"
 REPORT_NAME = vo.COMPLETE_MARKER
 
 
-def _progress(message: str) -> None:
-    print(f"beamlens reindex: {message}", file=sys.stderr, flush=True)
+_progress = progress_printer("beamlens reindex:")
 
 
 def _graph(opts: ReindexOptions, embed: EmbedOptions, source: ImageSource, previous: vo.PreviousVersion,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from models.progress import progress_printer
 from models.errors import BeamlensError
 from models.io import files
 from models.io.files import write_bytes_atomically, write_text_atomically
@@ -35,8 +35,7 @@ QUERY_BATCH = 50
 WARMUP_QUERIES = 3
 
 
-def _progress(message: str) -> None:
-    print(f"[evaluate] {message}", file=sys.stderr, flush=True)
+_progress = progress_printer("[evaluate]")
 
 
 @dataclass

@@ -19,12 +19,12 @@ import datetime
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from models.progress import progress_printer
 from models.errors import BeamlensError
 from models.searcher import model_file
 from models.searcher.options import DOT_PRODUCT, AutoOptions, ScaNNOptions, options_to_dict
@@ -37,8 +37,7 @@ REPORT_FILE = "searcher_report.json"
 FORMATS = ("tflite", "scann_index_file")
 
 
-def _progress(message: str) -> None:
-    print(f"[build-searcher] {message}", file=sys.stderr, flush=True)
+_progress = progress_printer("[build-searcher]")
 
 
 @dataclass(frozen=True)

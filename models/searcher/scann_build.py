@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +35,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from models.progress import progress_printer
 from models.io.files import write_bytes_atomically
 from models.errors import BeamlensError
 from models.searcher import autotune
@@ -60,8 +60,7 @@ AH_MIN_POINTS = 256
 _SCANN_DISTANCE = {"dot_product": "DotProductDistance", "squared_l2": "SquaredL2Distance"}
 
 
-def _progress(message: str) -> None:
-    print(f"[build-searcher] {message}", file=sys.stderr, flush=True)
+_progress = progress_printer("[build-searcher]")
 
 
 def read_metadata_lines(path: str) -> list[bytes]:

@@ -24,12 +24,12 @@ from __future__ import annotations
 import glob
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
+from models.progress import progress_printer
 from models.errors import BeamlensError
 from models.io.tfrecord import CorruptRecordError, read_records
 from models.shards import records as sf
@@ -38,8 +38,7 @@ NORM_TOLERANCE = 1e-2
 PROGRESS_EVERY = 100_000
 
 
-def _progress(message: str) -> None:
-    print(f"[read-shards] {message}", file=sys.stderr, flush=True)
+_progress = progress_printer("[read-shards]")
 
 
 def check_record_vector(vector: np.ndarray, where: str, unit_norm: bool = True) -> None:
