@@ -7,13 +7,15 @@ with :func:`exact_knn`, so "exact" means one thing everywhere:
 * distances follow the Task Library's convention: ``dot_product`` -> ``-q.x``, ``squared_l2`` ->
   ``||q - x||^2``; smaller is closer;
 * ties are broken by the lower row index, so the ranking is deterministic;
+* the reference metric, :func:`top_k_accuracy`, is the share of queries whose expected item is
+  in their first k results, whoever ranked them (the device searcher or this search);
 * the database is streamed in chunks (and the queries in blocks), so a 10M x 128 matrix, even a
   memory-mapped one, is never multiplied whole: peak memory is one block of scores.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -72,3 +74,14 @@ def exact_knn(queries: np.ndarray, database: np.ndarray, k: int, distance: str =
                          None if exclude is None else exclude[s : s + QUERY_BLOCK], chunk)
               for s in range(0, len(queries), QUERY_BLOCK)]
     return np.concatenate([b[0] for b in blocks]), np.concatenate([b[1] for b in blocks]).astype(np.float32)
+
+
+def top_k_accuracy(ranked_ids: Sequence[Sequence], expected_ids: Sequence, ks: Sequence[int]) -> dict[int, float]:
+    """Fraction of queries whose expected id is among their first k results (short lists miss)."""
+    if len(ranked_ids) != len(expected_ids):
+        raise ValueError("one ranking per expected id is needed")
+    total = max(len(expected_ids), 1)
+    return {
+        k: sum(1 for ranking, expected in zip(ranked_ids, expected_ids) if expected in list(ranking)[:k]) / total
+        for k in ks
+    }

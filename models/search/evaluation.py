@@ -22,7 +22,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from models.errors import BeamlensError
-from models.knn import DATABASE_CHUNK, DOT_PRODUCT, SQUARED_L2, exact_knn
+from models.knn import DATABASE_CHUNK, DOT_PRODUCT, SQUARED_L2, exact_knn, top_k_accuracy  # noqa: F401 (the metric's home)
 
 DEFAULT_KS = (1, 5, 10, 100)
 DEFAULT_LEAVES_SWEEP = (1, 2, 4, 8, 16, 32)
@@ -105,17 +105,6 @@ def exact_search(
 # ---------------------------------------------------------------------------------------------
 # Metrics
 # ---------------------------------------------------------------------------------------------
-def top_k_accuracy(ranked_ids: Sequence[Sequence[str]], expected_ids: Sequence[str], ks: Sequence[int]) -> dict[int, float]:
-    """Fraction of queries whose expected id is among their first k results (short lists miss)."""
-    if len(ranked_ids) != len(expected_ids):
-        raise ValueError("one ranking per expected id is needed")
-    total = max(len(expected_ids), 1)
-    return {
-        k: sum(1 for ranking, expected in zip(ranked_ids, expected_ids) if expected in list(ranking)[:k]) / total
-        for k in ks
-    }
-
-
 def ann_recall(ann_ids: Sequence[Sequence[str]], exact_ids: Sequence[Sequence[str]], ks: Sequence[int]) -> dict[int, float]:
     """Mean |ANN top-k ∩ exact top-k| / |exact top-k|: how many true neighbours the index finds."""
     if len(ann_ids) != len(exact_ids):

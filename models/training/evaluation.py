@@ -25,6 +25,7 @@ import numpy as np
 from models.encoders.bert_tokenizer import BertTokenizer
 from models.io import files
 from models.knn import exact_knn
+from models.knn import top_k_accuracy as knn_top_k_accuracy
 from models.corpora.coco import CocoImage
 from models.encoders.preprocessing import preprocess_image_bytes
 from models.encoders.regex_tokenizer import Vocabulary
@@ -59,16 +60,12 @@ def embed_texts(models: EncoderModels, texts: list[str], batch_size: int = 512) 
 
 
 def top_k_accuracy(caption_vectors: np.ndarray, owner: np.ndarray, image_vectors: np.ndarray, ks=KS) -> dict:
-    """owner[i] = row of caption i's own image."""
-    n = len(image_vectors)
-    hits = {k: 0 for k in ks}
-    top = exact_knn(caption_vectors, image_vectors, max(ks))[0]
-    mine = np.asarray(owner)[:, None]
-    for k in ks:
-        hits[k] += int((top[:, :k] == mine).any(axis=1).sum())
-    q = len(caption_vectors)
+    """owner[i] = row of caption i's own image; ranked by THE exact search, scored by THE metric."""
+    n, q = len(image_vectors), len(caption_vectors)
+    ranked = exact_knn(caption_vectors, image_vectors, max(ks))[0]
+    accuracy = knn_top_k_accuracy(ranked.tolist(), np.asarray(owner).tolist(), ks)
     return {"queries": q, "images": n,
-            "top_k_accuracy": {str(k): hits[k] / q for k in ks},
+            "top_k_accuracy": {str(k): accuracy[k] for k in ks},
             "chance": {str(k): min(k, n) / n for k in ks}}
 
 
