@@ -40,6 +40,7 @@ from models.encoders.towers import EncoderConfig, build_text_encoder, build_visi
 from models.errors import BeamlensError
 from models.encoders.preprocessing import preprocess_image_bytes
 from models.io import files
+from models.knn import exact_knn, top_k_accuracy
 
 IMAGE_FEATURES = "image_features"
 TEXT_FEATURES = "text_features"
@@ -157,10 +158,8 @@ def retrieval_recall(vision_head: keras.Model, text_head: keras.Model, split: "F
     """Text -> image R@k of the heads on a split's cached features (each caption vs all its split's images)."""
     images = np.asarray(vision_head.predict(np.asarray(split.images), batch_size=1024, verbose=0))
     captions = np.asarray(text_head.predict(np.asarray(split.captions), batch_size=1024, verbose=0))
-    scores = captions @ images.T
-    own = scores[np.arange(len(scores)), split.owner]
-    rank = (scores > own[:, None]).sum(axis=1)
-    return {str(k): float((rank < k).mean()) for k in ks}
+    ranked = exact_knn(captions, images, max(ks))[0]  # THE exact search and metric (models/knn.py)
+    return {str(k): v for k, v in top_k_accuracy(ranked.tolist(), np.asarray(split.owner).tolist(), ks).items()}
 
 
 def recall_score(recall: dict) -> float:
