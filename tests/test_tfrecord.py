@@ -57,3 +57,20 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(BeamlensError, match="cannot read .*nothing.tfrecord"):
         list(read_records(str(tmp_path / "nothing.tfrecord")))
+
+
+def test_records_written_here_are_read_by_tf_data(tmp_path):
+    """The shard writer's framing (models/io/tfrecord.write_record) is what TensorFlow reads."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from models.io.files import atomic_stream  # noqa: PLC0415
+    from models.io.tfrecord import read_records, write_record  # noqa: PLC0415
+
+    records = [b"", b"x", bytes(range(256)) * 40]
+    path = str(tmp_path / "ours.tfrecord")
+    with atomic_stream(path) as stream:
+        for record in records:
+            write_record(stream, record)
+    assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == records
+    assert list(read_records(path)) == records
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours.tfrecord"]  # no temp file left

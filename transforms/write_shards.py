@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import uuid
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
@@ -39,6 +38,7 @@ from apache_beam.io.filesystems import FileSystems
 from models.errors import BeamlensError
 from models.faults import checkpoint
 from models.io import files
+from models.io.tfrecord import write_record
 from models.shards.records import (
     ERRORS_PREFIX,
     MANIFEST_NAME,
@@ -85,22 +85,18 @@ class WriteShard(beam.DoFn):
         self._num_shards = num_shards
 
     def process(self, keyed: tuple[int, Iterable[Any]]) -> Iterator[tuple[int, int, int]]:
-        import tensorflow as tf  # noqa: PLC0415 (workers embedding with TF have it loaded already)
-
         shard, outcomes = keyed
         shard_path = join(self._output_dir, shard_name(SHARD_PREFIX, shard, self._num_shards, SHARD_SUFFIX))
-        temp_path = f"{shard_path}.tmp-{uuid.uuid4().hex}"
         seen: set[str] = set()
         errors: dict[str, ImageError] = {}
-        with tf.io.TFRecordWriter(temp_path) as writer:
+        with files.atomic_stream(shard_path) as stream:  # the one atomic writer, any filesystem
             for outcome in outcomes:
                 if isinstance(outcome, (EmbeddingRecord, StoredRecord)) and outcome.image_id not in seen:
                     seen.add(outcome.image_id)
-                    writer.write(outcome.serialized if isinstance(outcome, StoredRecord) else encode_record(outcome))
+                    write_record(stream, outcome.serialized if isinstance(outcome, StoredRecord) else encode_record(outcome))
                 elif isinstance(outcome, ImageError):
                     errors.setdefault(outcome.image_id, outcome)
-        checkpoint("write")
-        tf.io.gfile.rename(temp_path, shard_path, overwrite=True)
+            checkpoint("write")  # written, not yet renamed
         checkpoint("rename")
         lines = [json.dumps(errors[i].to_json_dict(), sort_keys=True) + "\n" for i in sorted(errors)]
         files.write_atomic(join(self._output_dir, shard_name(ERRORS_PREFIX, shard, self._num_shards, ERRORS_SUFFIX)), "".join(lines))

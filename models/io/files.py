@@ -163,6 +163,29 @@ def atomic_output(path: Union[str, "os.PathLike[str]"], mode: str = "wb") -> Ite
         raise
 
 
+@contextlib.contextmanager
+def atomic_stream(path: str) -> Iterator[IO[bytes]]:
+    """Stream a file of any size onto any filesystem, atomically: the bytes go to ``<path>.tmp-<hex>``
+    beside the target, renamed onto ``path`` on a clean exit (a run killed midway leaves only the
+    temp file, which the next run's clean-up globs by that name); a failure removes it."""
+    temp = f"{path}.tmp-{secrets.token_hex(6)}"
+    remote = is_remote(path)
+    try:
+        with (_beam().create(temp) if remote else open(temp, "wb")) as stream:
+            yield stream
+            if not remote:
+                stream.flush()
+                os.fsync(stream.fileno())
+        if remote:
+            _beam().rename([temp], [path])
+        else:
+            os.replace(temp, path)
+    except BaseException:
+        if not remote and os.path.exists(temp):
+            os.remove(temp)
+        raise
+
+
 def write_atomic(path: Union[str, "os.PathLike[str]"], data: Union[bytes, str]) -> None:
     """THE atomic writer: readers never see part of the file (see the module docstring)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
