@@ -76,11 +76,11 @@ def test_embed_dead_letters_the_dangling_link_and_counts_reconcile(tmp_path, enc
 
 
 def test_permission_denied_is_the_read_reason(tmp_path, monkeypatch):
-    # Tests run as root, where chmod 000 still reads: the error is injected where FileSystems raises it.
+    # The error a remote filesystem raises, injected where the facade raises it (a real mode-000 file: below).
     def denied(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", path)
 
-    monkeypatch.setattr(read_images.FileSystems, "open", denied)
+    monkeypatch.setattr(read_images.files, "read_bytes", denied)
     with pytest.raises(ImageReadError) as caught:
         read_image_bytes(str(tmp_path / "secret.jpg"))
     assert caught.value.reason == "permission denied"

@@ -72,14 +72,12 @@ class TFLiteEmbedderModelHandler(ModelHandler):
     def load_model(self):
         import tempfile  # noqa: PLC0415
 
-        from apache_beam.io.filesystems import FileSystems  # noqa: PLC0415
-
         from models.encoders.tflite_image_embedder import TFLiteImageEmbedder  # noqa: PLC0415
 
         path = self._model_path
         if files.is_remote(path):  # the interpreter reads local files only: copy gs:// and the like
-            with FileSystems.open(path) as source, tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as local:
-                local.write(source.read())
+            with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as local:
+                local.write(files.read_bytes(path))
             path = local.name
         return TFLiteImageEmbedder(path)
 

@@ -1,6 +1,6 @@
 """Listing images (COCO caption file or a glob) and reading their bytes through Beam filesystems.
 
-Every path goes through ``apache_beam.io.filesystems.FileSystems``, so local folders, ``gs://``
+Every path goes through the filesystem facade (models/io/files.py, over Beam's FileSystems), so local folders, ``gs://``
 and any other registered Beam filesystem work the same way; the one exception is matching a local
 glob (:func:`_match_local_entries`: Beam's drops entries it cannot stat, such as dangling links).
 
@@ -25,9 +25,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes, FileSystem
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.localfilesystem import LocalFileSystem
+from apache_beam.io.filesystem import FileSystem
 from apache_beam.metrics import Metrics
 
 from models.io import files
@@ -95,9 +93,8 @@ class ImageSource:
 def read_text_file(path: str) -> bytes:
     """The whole file through Beam's filesystems (local or gs://), with a clear error if missing."""
     try:
-        with FileSystems.open(path) as stream:
-            return stream.read()
-    except Exception as error:  # FileSystems raises IOError / BeamIOError / filesystem-specific errors
+        return files.read_bytes(path)
+    except Exception as error:  # OSError, BeamIOError, filesystem-specific errors
         raise BeamlensError(f"cannot read {path}: {error}") from None
 
 
@@ -117,9 +114,9 @@ def match_entries(pattern: str) -> list[str]:
     """Every path the glob matches, directories excepted: remote filesystems through
     ``FileSystems.match``, local ones through :func:`_match_local_entries` (see there why)."""
     try:
-        if isinstance(FileSystems.get_filesystem(pattern), LocalFileSystem):
-            return _match_local_entries(pattern)
-        return [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        if not files.is_remote(pattern):
+            return _match_local_entries(files.local_path(pattern))
+        return files.match_paths(pattern)
     except BeamlensError:
         raise
     except Exception as error:
@@ -223,8 +220,7 @@ class BatchImageRefs(beam.PTransform):
 def read_image_bytes(uri: str) -> bytes:
     """Bytes of one image; a missing or unreadable file raises :class:`ImageReadError`."""
     try:
-        with FileSystems.open(uri, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            return stream.read()
+        return files.read_bytes(uri)
     except Exception as error:  # FileNotFoundError, PermissionError, BeamIOError, remote errors...
         raise ImageReadError(read_failure_reason(uri, error)) from None
 
@@ -256,13 +252,11 @@ def file_stamp(uri: str) -> tuple[int, int] | None:
     try:
         if not files.is_remote(uri):
             info = os.stat(uri)
-            return info.st_size, info.st_mtime_ns // 1000
-        matched = FileSystems.match([uri])[0].metadata_list
+            return info.st_size, info.st_mtime_ns // 1000  # exact: no float rounding of local stamps
+        stamp = files.size_and_mtime(uri)
     except Exception:  # missing, unreadable, or a filesystem that cannot match: no stamp, so it is hashed
         return None
-    if len(matched) != 1 or matched[0].last_updated_in_seconds is None:
-        return None
-    return int(matched[0].size_in_bytes), int(round(matched[0].last_updated_in_seconds * 1e6))
+    return None if stamp is None else (stamp[0], int(round(stamp[1] * 1e6)))
 
 
 def content_hash(data: bytes) -> str:

@@ -32,8 +32,6 @@ from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from models.errors import BeamlensError
 from models.faults import checkpoint
@@ -61,7 +59,7 @@ class CountMismatchError(BeamlensError):
 
 
 def join(folder: str, name: str) -> str:
-    return FileSystems.join(folder, name)
+    return files.join(folder, name)
 
 
 def shard_name(prefix: str, index: int, total: int, suffix: str) -> str:
@@ -130,18 +128,17 @@ class WriteEmbeddingsAndErrors(beam.PTransform):
 
 def prepare_output(output_dir: str) -> None:
     """Remove a previous run's manifest first (the output now reads as unfinished), then its files."""
-    if not FileSystems.exists(output_dir):
-        FileSystems.mkdirs(output_dir)
+    files.mkdirs(output_dir)
     manifest = join(output_dir, MANIFEST_NAME)
-    if FileSystems.exists(manifest):
-        FileSystems.delete([manifest])
+    if files.exists(manifest):
+        files.delete([manifest])
     stale = []
     patterns = (f"{SHARD_PREFIX}-*-of-*{SHARD_SUFFIX}", f"{ERRORS_PREFIX}-*-of-*{ERRORS_SUFFIX}",
                 f"{SHARD_PREFIX}-*{SHARD_SUFFIX}.tmp-*")  # the last: temp files of a crashed run
     for pattern in patterns:
-        stale += [m.path for m in FileSystems.match([join(output_dir, pattern)])[0].metadata_list]
+        stale += files.match_paths(join(output_dir, pattern))
     if stale:
-        FileSystems.delete(stale)
+        files.delete(stale)
 
 
 @dataclass
@@ -160,7 +157,7 @@ class OutputSummary:
 def _expected_files(output_dir: str, prefix: str, suffix: str, num_shards: int) -> list[str]:
     names = [shard_name(prefix, i, num_shards, suffix) for i in range(num_shards)]
     pattern = join(output_dir, f"{prefix}-*-of-*{suffix}")
-    found = {m.path.rsplit("/", 1)[-1] for m in FileSystems.match([pattern])[0].metadata_list}
+    found = {files.basename(path) for path in files.match_paths(pattern)}
     missing = [n for n in names if n not in found]
     extra = sorted(found - set(names))
     if missing or extra:
@@ -203,16 +200,15 @@ def read_outputs(output_dir: str, num_shards: int, model_fingerprint: str) -> Ou
     error_ids: set[str] = set()
     reasons: dict[str, int] = {}
     for name in error_files:
-        with FileSystems.open(join(output_dir, name), compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            for line_number, line in enumerate(stream.read().decode("utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                entry = json.loads(line)
-                if entry["image_id"] in error_ids:
-                    duplicates += 1
-                    continue
-                error_ids.add(entry["image_id"])
-                reasons[entry["stage"]] = reasons.get(entry["stage"], 0) + 1
+        for line in files.read_text(join(output_dir, name)).splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if entry["image_id"] in error_ids:
+                duplicates += 1
+                continue
+            error_ids.add(entry["image_id"])
+            reasons[entry["stage"]] = reasons.get(entry["stage"], 0) + 1
     return OutputSummary(set(digests), error_ids, max(dimension, 0), shards, error_files, duplicates, reasons)
 
 

@@ -99,6 +99,28 @@ def walk_files(folder: str) -> list[str]:
     return sorted(found)
 
 
+def match_paths(pattern: str) -> list[str]:
+    """Paths a glob matches, sorted (Beam's matching rules, local and remote alike)."""
+    return sorted(m.path for m in _beam().match([pattern])[0].metadata_list)
+
+
+def delete(paths: Iterable[str]) -> None:
+    paths = list(paths)
+    if paths:
+        _beam().delete(paths)
+
+
+def size_and_mtime(path: str) -> tuple[int, float] | None:
+    """(bytes, modification time in seconds) of one file, or None when it has none (missing)."""
+    if not is_remote(path):
+        info = os.stat(local_path(path))
+        return info.st_size, info.st_mtime_ns / 1e9
+    matched = _beam().match([path])[0].metadata_list
+    if len(matched) != 1 or matched[0].last_updated_in_seconds is None:
+        return None
+    return int(matched[0].size_in_bytes), float(matched[0].last_updated_in_seconds)
+
+
 def mkdirs(folder: str) -> None:
     if is_remote(folder):
         if not _beam().exists(folder):
