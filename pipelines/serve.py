@@ -5,7 +5,7 @@
 
 Then open http://127.0.0.1:8080/ (or ``/?q=a+red+circle&k=10`` as a link to share); the JSON API
 (``/api/search?q=…&k=…``, ``POST /api/search-image``) answers what ``beamlens search --json``
-prints. The app itself is models/search/server.py; this module parses, validates and calls it.
+prints. The app itself is the models/search/server/ package; this module parses, validates and calls it.
 Like ``beamlens search``, the process is dedicated to the Task Library and never loads TensorFlow.
 """
 
