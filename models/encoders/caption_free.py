@@ -46,6 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from models.errors import BeamlensError
+from models.io import files
 
 IMAGE_BACKBONE, TEXT_BACKBONE = "efficientnet_lite0", "minilm"
 HEAD_KIND = "caption_free"  # EncoderConfig.extra["head"]
@@ -152,10 +153,8 @@ def class_vectors(text_backbone, tokenizer, names: Sequence[str], templates: Seq
     print(f"  {len(texts)} prompts in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
     if use_cache:
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            temp = f"{path}.{os.getpid()}.tmp.npy"
-            np.save(temp, vectors.astype(np.float32))
-            os.replace(temp, path)
+            with files.atomic_path(path, ".npy") as temp:
+                np.save(temp, vectors.astype(np.float32))
         except OSError:
             pass  # a read-only home: no cache, same result
     return vectors.astype(np.float32)

@@ -54,15 +54,10 @@ def build_embedder(backbone: str = DEFAULT_BACKBONE, image_size: int = 224, weig
 
 
 def _save_keras_atomically(model, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".keras")
-    os.close(handle)
-    try:
+    from models.io.files import atomic_path  # noqa: PLC0415
+
+    with atomic_path(path, ".keras") as temp:
         model.save(temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
 
 
 def export_pretrained(out_dir: str, backbone: str = DEFAULT_BACKBONE, image_size: int = 224,
@@ -151,12 +146,7 @@ def export_caption_free(out_dir: str, embedding_dim: int = 128, temperature: flo
         doc = {**config.__dict__, "trained": False, "made_by": "beamlens export-pretrained (caption-free)",
                "fingerprints": {name: model_fingerprint(path) for name, path in paths.items()}}
         write_json(os.path.join(work, model_folder.CONFIG), doc)
-        os.makedirs(out, exist_ok=True)
-        stale = os.path.join(out, model_folder.CONFIG)
-        if os.path.exists(stale):
-            os.remove(stale)  # the marker goes first and comes back last
-        for name in CAPTION_FREE_ARTIFACTS:
-            os.replace(os.path.join(work, name), os.path.join(out, name))
+        model_folder.publish(work, out, CAPTION_FREE_ARTIFACTS)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {name.split(".")[0]: os.path.join(out, name) for name in CAPTION_FREE_ARTIFACTS}

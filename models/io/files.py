@@ -208,6 +208,22 @@ def atomic_stream(path: str) -> Iterator[IO[bytes]]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+    """A temp path beside the local ``path`` (ending in ``suffix``, for writers that need a file
+    name, such as ``keras.Model.save`` or ``numpy.save``), renamed onto ``path`` on a clean exit."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
+    os.close(handle)
+    try:
+        yield temp
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
 def write_atomic(path: Union[str, "os.PathLike[str]"], data: Union[bytes, str]) -> None:
     """THE atomic writer: readers never see part of the file (see the module docstring)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
