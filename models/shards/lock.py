@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import secrets
 import socket
 import threading
 import time
@@ -154,12 +153,7 @@ class LocalLockStore:
         with self._mutex():
             if self._generation() != generation:
                 return None
-            temp = f"{self.path}.tmp-{secrets.token_hex(4)}"
-            with open(temp, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temp, self.path)
+            files.write_atomic(self.path, data)  # the one atomic writer, under the mutex
             return self._generation()
 
     def delete(self, generation: str) -> bool:
