@@ -61,10 +61,7 @@ def exists(path: str) -> bool:
 
 
 def read_bytes(path: str) -> bytes:
-    if is_remote(path):
-        with open_read(path) as stream:
-            return stream.read()
-    with open(local_path(path), "rb") as stream:
+    with open_read(path) as stream:
         return stream.read()
 
 
@@ -84,7 +81,7 @@ def open_read(path: str) -> IO[bytes]:
 def is_folder(path: str) -> bool:
     """A local directory, or a remote prefix that holds at least one object."""
     if is_remote(path):
-        return bool(_beam().match([path.rstrip("/") + "/**"])[0].metadata_list)
+        return bool(match_paths(path.rstrip("/") + "/**"))
     return os.path.isdir(path)
 
 
@@ -92,7 +89,7 @@ def walk_files(folder: str) -> list[str]:
     """Relative paths of every file below ``folder``, sorted so that the walk order cannot matter."""
     if is_remote(folder):
         prefix = folder.rstrip("/") + "/"
-        return sorted(m.path[len(prefix):] for m in _beam().match([prefix + "**"])[0].metadata_list)
+        return [path[len(prefix):] for path in match_paths(prefix + "**")]
     found = []
     for root, _, names in os.walk(folder):
         found += [os.path.relpath(os.path.join(root, name), folder) for name in names]
@@ -134,8 +131,8 @@ def list_folder(folder: str) -> list[str]:
     there the entries are the first path components of the objects under the prefix."""
     if is_remote(folder):
         prefix = folder.rstrip("/") + "/"
-        matched = _beam().match([prefix + "**"])[0].metadata_list
-        return sorted({prefix + m.path[len(prefix):].split("/", 1)[0] for m in matched if m.path.startswith(prefix)})
+        return sorted({prefix + path[len(prefix):].split("/", 1)[0] for path in match_paths(prefix + "**")
+                       if path.startswith(prefix)})
     if not os.path.isdir(folder):
         return []
     return sorted(os.path.join(folder, name) for name in os.listdir(folder))
@@ -156,9 +153,7 @@ def copy_into(sources: Iterable[str], folder: str) -> list[str]:
 
 def remove_tree(path: str) -> None:
     if is_remote(path):
-        matched = [m.path for m in _beam().match([join(path, "**")])[0].metadata_list]
-        if matched:
-            _beam().delete(matched)
+        delete(match_paths(join(path, "**")))
     else:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -228,13 +223,7 @@ def write_atomic(path: Union[str, "os.PathLike[str]"], data: Union[bytes, str]) 
     """THE atomic writer: readers never see part of the file (see the module docstring)."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     path = os.fspath(path)
-    if is_remote(path):
-        temp = f"{path}.tmp-{secrets.token_hex(6)}"
-        with _beam().create(temp) as stream:
-            stream.write(payload)
-        _beam().rename([temp], [path])
-        return
-    with atomic_output(path, "wb") as stream:
+    with (atomic_stream(path) if is_remote(path) else atomic_output(path, "wb")) as stream:
         stream.write(payload)
 
 
