@@ -29,8 +29,9 @@ DELIM_REGEX = r"[^\w']+"
 (the pattern Model Maker's text searcher uses; our Python tokenizer mirrors it)."""
 
 
-def write_text_embedder_metadata(model_path: str, vocab_path: str, out_path: str, name: str = "beamlens_text_encoder") -> None:
-    """Attach RegexTokenizer metadata (vocab packed) to a token-id text model."""
+def _write_single_input_metadata(model_path: str, out_path: str, name: str, description: str, input_md: object,
+                                 associated_files: list[str] | None = None) -> None:
+    """Populate one-input / one-``embedding``-output metadata into a copy of the model at ``out_path``."""
     from tensorflow_lite_support.metadata.python.metadata_writers import (  # noqa: PLC0415
         metadata_info,
         metadata_writer,
@@ -40,13 +41,21 @@ def write_text_embedder_metadata(model_path: str, vocab_path: str, out_path: str
         model = stream.read()
     writer = metadata_writer.MetadataWriter.create_from_metadata_info(
         model,
-        general_md=metadata_info.GeneralMd(name=name, description="beamlens dual encoder: caption -> unit vector"),
-        input_md=[metadata_info.InputTextTensorMd(
-            name="ids", tokenizer_md=metadata_info.RegexTokenizerMd(DELIM_REGEX, vocab_path))],
+        general_md=metadata_info.GeneralMd(name=name, description=description),
+        input_md=[input_md],
         output_md=[metadata_info.TensorMd(name="embedding")],
-        associated_files=[vocab_path],
+        associated_files=associated_files,
     )
     write_bytes_atomically(out_path, writer.populate())
+
+
+def write_text_embedder_metadata(model_path: str, vocab_path: str, out_path: str, name: str = "beamlens_text_encoder") -> None:
+    """Attach RegexTokenizer metadata (vocab packed) to a token-id text model."""
+    from tensorflow_lite_support.metadata.python.metadata_writers import metadata_info  # noqa: PLC0415
+
+    input_md = metadata_info.InputTextTensorMd(name="ids", tokenizer_md=metadata_info.RegexTokenizerMd(DELIM_REGEX, vocab_path))
+    _write_single_input_metadata(model_path, out_path, name, "beamlens dual encoder: caption -> unit vector", input_md,
+                                 associated_files=[vocab_path])
 
 
 def _input_name(names: list[str], wanted: str) -> str:
@@ -90,22 +99,12 @@ def write_image_embedder_metadata(model_path: str, out_path: str, name: str = "b
     """Attach image input metadata (RGB, mean 0 / std 1: the model normalises inside)."""
     from tensorflow_lite_support.metadata import metadata_schema_py_generated as schema  # noqa: PLC0415
     from tensorflow_lite_support.metadata import schema_py_generated as model_schema  # noqa: PLC0415
-    from tensorflow_lite_support.metadata.python.metadata_writers import (  # noqa: PLC0415
-        metadata_info,
-        metadata_writer,
-    )
+    from tensorflow_lite_support.metadata.python.metadata_writers import metadata_info  # noqa: PLC0415
 
-    with open(model_path, "rb") as stream:
-        model = stream.read()
-    writer = metadata_writer.MetadataWriter.create_from_metadata_info(
-        model,
-        general_md=metadata_info.GeneralMd(name=name, description="beamlens dual encoder: image -> unit vector"),
-        input_md=[metadata_info.InputImageTensorMd(
-            name="image", description="RGB pixels 0..255", norm_mean=[0.0], norm_std=[1.0],
-            color_space_type=schema.ColorSpaceType.RGB, tensor_type=model_schema.TensorType.FLOAT32)],
-        output_md=[metadata_info.TensorMd(name="embedding")],
-    )
-    write_bytes_atomically(out_path, writer.populate())
+    input_md = metadata_info.InputImageTensorMd(
+        name="image", description="RGB pixels 0..255", norm_mean=[0.0], norm_std=[1.0],
+        color_space_type=schema.ColorSpaceType.RGB, tensor_type=model_schema.TensorType.FLOAT32)
+    _write_single_input_metadata(model_path, out_path, name, "beamlens dual encoder: image -> unit vector", input_md)
 
 
 def text_embeddings(model_path: str, texts: list[str]) -> np.ndarray:
