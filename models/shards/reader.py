@@ -41,7 +41,7 @@ PROGRESS_EVERY = 100_000
 _progress = progress_printer("[read-shards]")
 
 
-def check_record_vector(vector: np.ndarray, where: str, unit_norm: bool = True) -> None:
+def check_record_vector(vector: np.ndarray, where: str, unit_norm: bool = True, hint: str = "") -> None:
     """The per-vector rules every reader applies: non-empty, finite, unit norm when asked."""
     if vector.size == 0:
         raise BeamlensError(f"{where}: the vector is empty")
@@ -49,7 +49,7 @@ def check_record_vector(vector: np.ndarray, where: str, unit_norm: bool = True) 
         raise BeamlensError(f"{where}: the vector has NaN or infinite values")
     norm = float(np.linalg.norm(vector))
     if unit_norm and abs(norm - 1.0) > NORM_TOLERANCE:
-        raise BeamlensError(f"{where}: the vector's L2 norm is {norm:.4f}, not 1 (tolerance {NORM_TOLERANCE})")
+        raise BeamlensError(f"{where}: the vector's L2 norm is {norm:.4f}, not 1 (tolerance {NORM_TOLERANCE}){hint}")
 
 
 @dataclass
@@ -159,9 +159,8 @@ class _Rows:
             raise BeamlensError(
                 f"mixed dimensions: {where} has a {vector.size}-d vector, but {self.dim_source} has {self.dimension}-d"
             )
-        if not np.all(np.isfinite(vector)):
-            raise BeamlensError(f"{where}: the vector has NaN or infinite values")
-        prepared = _prepared(vector, self.unit_norm, self.normalize, where)
+        check_record_vector(vector, where, self.unit_norm and not self.normalize, _UNIT_NORM_HINT)
+        prepared = _normalized(vector, where) if self.normalize else vector
         if record.image_id in self.seen:
             row = self.seen[record.image_id]
             if np.array_equal(self.matrix[row], prepared):
@@ -288,19 +287,15 @@ def _final_matrix(rows: _Rows, vectors_path: str) -> str:
     return vectors_path
 
 
-def _prepared(vector: np.ndarray, unit_norm: bool, normalize: bool, where: str) -> np.ndarray:
+_UNIT_NORM_HINT = ("; dot_product search needs unit vectors (pass --normalize to normalise them, "
+                   "or use --distance squared_l2)")
+
+
+def _normalized(vector: np.ndarray, where: str) -> np.ndarray:
+    """``--normalize``: the vector scaled to unit length (the same object when it already is)."""
     norm = float(np.linalg.norm(vector))
-    if normalize:
-        if norm == 0.0:
-            raise BeamlensError(f"{where}: the vector is all zeros and cannot be normalised")
-        if abs(norm - 1.0) > 1e-6:
-            return (vector / norm).astype(np.float32)
-        return vector
-    if unit_norm and abs(norm - 1.0) > NORM_TOLERANCE:
-        raise BeamlensError(
-            f"{where}: the vector's L2 norm is {norm:.4f}, not 1; dot_product search needs unit vectors "
-            "(pass --normalize to normalise them, or use --distance squared_l2)"
-        )
-    return vector
+    if norm == 0.0:
+        raise BeamlensError(f"{where}: the vector is all zeros and cannot be normalised")
+    return (vector / norm).astype(np.float32) if abs(norm - 1.0) > 1e-6 else vector
 
 
