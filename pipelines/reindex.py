@@ -53,6 +53,10 @@ REPORT_NAME = vo.COMPLETE_MARKER
 _progress = progress_printer("beamlens reindex:")
 
 
+def _runner(options: PipelineOptions) -> str:
+    return str(options.view_as(StandardOptions).runner or "DirectRunner")
+
+
 def _graph(opts: ReindexOptions, embed: EmbedOptions, source: ImageSource, previous: vo.PreviousVersion,
            fingerprint: str, version_dir: str, listed: int) -> ReindexGraph:
     return ReindexGraph(
@@ -125,7 +129,7 @@ def _embed_and_check(options: PipelineOptions, opts: ReindexOptions, embed: Embe
         guard.enforce(removed, previous.count)
     extra = {"beam_seconds": round(outcome.beam_seconds, 3), "reindex": plan.to_dict()["counts"],
              "previous": previous.resolved.shards_dir if previous.resolved else None, "image_size": graph.image_size,
-             "source": source.describe(), "runner": str(options.view_as(StandardOptions).runner or "DirectRunner")}
+             "source": source.describe(), "runner": _runner(options)}
     options_record = {k: v for k, v in embed.get_all_options(drop_default=False).items() if isinstance(v, (str, int, float, bool, type(None)))}
     write_manifest(graph.shards_dir, summary, fingerprint, options_record, extra)
     return outcome
@@ -153,8 +157,7 @@ def _run_locked(options: PipelineOptions, source: ImageSource, lock: OutputLock,
     checkpoint("searcher")
     if before_publish is not None:
         before_publish(version_dir)
-    runner = str(options.view_as(StandardOptions).runner or "DirectRunner")
-    report = _report(version, previous, fingerprint, outcome, searcher, opts, embedders, removed, runner, started)
+    report = _report(version, previous, fingerprint, outcome, searcher, opts, embedders, removed, _runner(options), started)
     lock.ensure_held()
     files.write_atomic(files.join(version_dir, REPORT_NAME), json.dumps(report, indent=2, sort_keys=True))
     checkpoint("report")

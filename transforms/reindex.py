@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 import zlib
 from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence
 
@@ -34,7 +35,7 @@ from transforms.decode import DecodeBatch, ImageBatch, Preprocess, only
 from transforms.inference import EmbedBatches
 from transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, file_stamp, read_image_bytes
 from transforms.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
-from transforms.write_shards import WriteEmbeddingsAndErrors
+from transforms.write_shards import WriteEmbeddingsAndErrors, prepare_output, read_outputs, reconcile
 
 
 class PlanEntry(NamedTuple):
@@ -269,10 +270,6 @@ class GraphOutcome:
 
 def run_reindex_graph(pipeline: beam.Pipeline, graph: ReindexGraph, listed_ids: set[str]) -> GraphOutcome:
     """Build and run the graph, then check that every listed image is accounted for exactly once."""
-    import time  # noqa: PLC0415
-
-    from transforms.write_shards import prepare_output, read_outputs, reconcile  # noqa: PLC0415
-
     prepare_output(graph.shards_dir)
     files.mkdirs(graph.plan_dir)
     build_pipeline(pipeline, graph)

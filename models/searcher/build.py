@@ -169,9 +169,13 @@ def build_searchers_anywhere(request: SearcherRequest) -> dict[str, Any]:
                 return path
             return files.copy_into([path], os.path.join(scratch, name))[0]
 
-        shards = [folder if not files.is_remote(folder) else
-                  os.path.dirname(files.copy_into(files.list_folder(folder), os.path.join(scratch, f"shards-{n}"))[0])
-                  for n, folder in enumerate(request.shards)]
+        shards = []
+        for number, folder in enumerate(request.shards):
+            if files.is_remote(folder):
+                local_folder = os.path.join(scratch, f"shards-{number}")
+                files.copy_into(files.list_folder(folder), local_folder)
+                folder = local_folder
+            shards.append(folder)
         out = os.path.join(scratch, "out") if files.is_remote(request.out) else request.out
         summary = build_searchers(replace(request, shards=shards, out=out, text_embedder=local(request.text_embedder, "text"),
                                           image_embedder=local(request.image_embedder, "image")))
