@@ -35,8 +35,6 @@ Choices and why (measured on the two coco-mini-cc splits, text -> image R@10; se
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 import time
@@ -46,7 +44,7 @@ from typing import Sequence
 import numpy as np
 
 from models.errors import BeamlensError
-from models.io import files
+from models.io import cache, files
 
 IMAGE_BACKBONE, TEXT_BACKBONE = "efficientnet_lite0", "minilm"
 HEAD_KIND = "caption_free"  # EncoderConfig.extra["head"]
@@ -57,7 +55,6 @@ DEFAULT_TEMPLATES = (
 DEFAULT_TEMPERATURE = 3.0
 DEFAULT_RESIDUAL_UNITS = 512
 PROMPT_MAX_TOKENS = 16  # the cache key: prompts are short, so any length from 16 on gives the same vectors
-CACHE_ENV = "BEAMLENS_CACHE"
 
 
 # ----------------------------------------------------------------------------- prompts and classes
@@ -109,19 +106,21 @@ def prompts(names: Sequence[str], templates: Sequence[str]) -> list[str]:
     return [template.format(name) for name in names for template in templates]
 
 
-def _cache_path(key: dict) -> str:
-    root = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                     os.path.join(os.path.expanduser("~"), ".cache"), "beamlens")
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return os.path.join(root, f"class-vectors-{digest}.npy")
-
-
 def _weights_stamp(text_backbone_weights: str | None) -> dict:
     from models.encoders.backbones.minilm import WEIGHTS_FILE, model_dir  # noqa: PLC0415
 
-    path = os.path.join(model_dir(text_backbone_weights), WEIGHTS_FILE)
-    stat = os.stat(path)
-    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime": int(stat.st_mtime)}
+    return cache.file_stamp(os.path.join(model_dir(text_backbone_weights), WEIGHTS_FILE))
+
+
+def _prompt_encoder(text_backbone, length: int):
+    """The model that embeds the prompts: a distilled student's teacher (``model.teacher``), whose
+    space the student was fitted to, else the backbone itself."""
+    teacher = getattr(text_backbone, "teacher", None)
+    if teacher is None:
+        return text_backbone
+    from models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
+
+    return build_text_backbone(BackboneConfig(teacher, max_tokens=length))
 
 
 def class_vectors(text_backbone, tokenizer, names: Sequence[str], templates: Sequence[str],
@@ -131,9 +130,11 @@ def class_vectors(text_backbone, tokenizer, names: Sequence[str], templates: Seq
     The MiniLM pass over 8,000 prompts takes about a minute on 2 cores, so the result is cached
     on disk (``$BEAMLENS_CACHE`` or ``~/.cache/beamlens``), keyed by names, templates and weights."""
     length = int(text_backbone.inputs[0].shape[1])  # padding is masked out: the vectors do not depend on it
+    if getattr(text_backbone, "teacher", None):
+        text_backbone_weights = None  # a student's weights are its own file; its teacher is the installed MiniLM
     key = {"names": list(names), "templates": list(templates), "max_tokens": min(length, PROMPT_MAX_TOKENS),
            "weights": _weights_stamp(text_backbone_weights), "version": 1}
-    path = _cache_path(key)
+    path = cache.cache_file("class-vectors", key, ".npy")
     if use_cache and os.path.exists(path):
         try:
             cached = np.load(path)
@@ -145,7 +146,7 @@ def class_vectors(text_backbone, tokenizer, names: Sequence[str], templates: Seq
     started = time.perf_counter()
     print(f"caption-free alignment: embedding {len(texts)} class prompts with MiniLM "
           f"({len(names)} classes x {len(templates)} templates; cached afterwards)", file=sys.stderr, flush=True)
-    rows = np.asarray(text_backbone.predict(tokenizer.encode_batch(texts, length), batch_size=256, verbose=0),
+    rows = np.asarray(_prompt_encoder(text_backbone, length).predict(tokenizer.encode_batch(texts, length), batch_size=256, verbose=0),
                       np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     vectors = rows.reshape(len(names), len(templates), -1).mean(axis=1)

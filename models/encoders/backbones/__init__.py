@@ -93,7 +93,7 @@ def _load_all() -> None:
     # Importing registers; modules added by others (minilm, efficientnet_lite) join if present.
     import importlib  # noqa: PLC0415
 
-    for module in ("scratch", "keras_apps", "hub", "minilm", "efficientnet_lite"):
+    for module in ("scratch", "keras_apps", "hub", "minilm", "static_minilm", "efficientnet_lite"):
         try:
             importlib.import_module(f"{__name__}.{module}")
         except ModuleNotFoundError as error:

