@@ -33,6 +33,17 @@ from models.encoders.towers import BERT_INPUTS, EncoderConfig, is_bert_text_mode
 from models.errors import BeamlensError
 
 QUANTIZATIONS = (None, "int8")
+AUTO = "auto"  # the text backbone's measured best: TEXT_QUANTIZATION_DEFAULTS, else float
+# minilm_static int8: 33 -> 8.5 MB and as fast as float under XNNPACK (benchmarks/text_query_speed.py);
+# MiniLM stays float by default (its int8 cost: see pipelines/export_text_embedder.py)
+TEXT_QUANTIZATION_DEFAULTS = {"minilm_static": "int8"}
+
+
+def text_quantization(requested: str | None, text_backbone: str | None) -> str | None:
+    """``requested`` with ``"auto"`` resolved for ``text_backbone`` (None = float)."""
+    if requested == AUTO:
+        return TEXT_QUANTIZATION_DEFAULTS.get(text_backbone or "")
+    return None if requested == "none" else requested
 
 
 def to_tflite(model: keras.Model, spec: tf.TensorSpec | Sequence[tf.TensorSpec], path: str,
@@ -98,10 +109,11 @@ def export_text_embedder(text: keras.Model, max_tokens: int, vocab_path: str, ou
 
 
 def export_encoders(vision: keras.Model, text: keras.Model, config: EncoderConfig, vocab_path: str, out_dir: str,
-                    text_quantize: str | None = None) -> dict[str, str]:
+                    text_quantize: str | None = AUTO) -> dict[str, str]:
     """Write vision/text .keras and image/text embedder .tflite (with metadata) into out_dir.
 
-    ``text_quantize="int8"`` quantizes the text embedder (dynamic range); see the module doc."""
+    ``text_quantize="int8"`` quantizes the text embedder (dynamic range; see the module doc),
+    ``"auto"`` (default) does what suits ``config.text_backbone``, None keeps it float."""
     paths = {
         "vision_keras": os.path.join(out_dir, model_folder.VISION_ENCODER),
         "text_keras": os.path.join(out_dir, model_folder.TEXT_ENCODER),
@@ -115,5 +127,6 @@ def export_encoders(vision: keras.Model, text: keras.Model, config: EncoderConfi
     to_tflite(vision, tf.TensorSpec([1, size, size, 3], tf.float32, name="image"), raw_image)
     compat.call_tflite(tflite_metadata.write_image_embedder_metadata, raw_image, paths["image_tflite"])
     os.remove(raw_image)
-    export_text_embedder(text, config.max_tokens, vocab_path, paths["text_tflite"], text_quantize)
+    export_text_embedder(text, config.max_tokens, vocab_path, paths["text_tflite"],
+                         text_quantization(text_quantize, config.text_backbone))
     return paths

@@ -102,8 +102,8 @@ CAPTION_FREE_ARTIFACTS = (model_folder.VISION_ENCODER, model_folder.TEXT_ENCODER
 
 def export_caption_free(out_dir: str, embedding_dim: int = 128, temperature: float | None = None,
                         templates_file: str | None = None, class_names_file: str | None = None,
-                        max_tokens: int = 24, image_size: int = 224, text_quantize: str | None = None,
-                        residual_units: int | None = None) -> dict[str, str]:
+                        max_tokens: int = 24, image_size: int = 224, text_quantize: str | None = "auto",
+                        residual_units: int | None = None, text_backbone: str = "minilm") -> dict[str, str]:
     """A complete model folder with no training: caption-free image and text vectors in one space.
 
     ``vision_encoder.keras`` (for ``beamlens embed``), ``image_embedder.tflite``,
@@ -111,7 +111,8 @@ def export_caption_free(out_dir: str, embedding_dim: int = 128, temperature: flo
     ``build-searcher`` attaches the index), ``text_encoder.keras``, ``vocab.txt`` and
     ``encoder_config.json`` (last), laid out as ``beamlens train`` writes them, so every later
     command (``embed``, ``build-searcher``, ``evaluate-encoder``, ``train --init-from``) takes it.
-    See models/encoders/caption_free.py for the construction."""
+    See models/encoders/caption_free.py for the construction; ``text_backbone`` ``minilm_static``
+    puts MiniLM's phone-grade student under the same text head (models/encoders/distillation)."""
     import shutil  # noqa: PLC0415
 
     from models.encoders import caption_free as cf  # noqa: PLC0415
@@ -130,12 +131,12 @@ def export_caption_free(out_dir: str, embedding_dim: int = 128, temperature: flo
     vocab = vocab_path()
     tokenizer = BertTokenizer.load(vocab)
     vision_backbone = build_image_backbone(BackboneConfig(cf.IMAGE_BACKBONE, image_size=image_size))
-    text_backbone = build_text_backbone(BackboneConfig(cf.TEXT_BACKBONE, max_tokens=max_tokens))
-    alignment = cf.alignment_for(text_backbone, tokenizer, embedding_dim, temperature, templates, class_names_file)
-    vision, text = cf.build_encoders(vision_backbone, text_backbone, image_size, max_tokens, alignment,
+    text_model = build_text_backbone(BackboneConfig(text_backbone, max_tokens=max_tokens))
+    alignment = cf.alignment_for(text_model, tokenizer, embedding_dim, temperature, templates, class_names_file)
+    vision, text = cf.build_encoders(vision_backbone, text_model, image_size, max_tokens, alignment,
                                      cf.classifier_weights(), residual_units)
     config = EncoderConfig(image_size=image_size, embedding_dim=embedding_dim, max_tokens=max_tokens,
-                           vocab_size=tokenizer.size, image_backbone=cf.IMAGE_BACKBONE, text_backbone=cf.TEXT_BACKBONE,
+                           vocab_size=tokenizer.size, image_backbone=cf.IMAGE_BACKBONE, text_backbone=text_backbone,
                            extra=cf.head_config(alignment, residual_units))
     out = os.path.abspath(out_dir)
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
