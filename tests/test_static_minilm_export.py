@@ -94,3 +94,31 @@ def test_quantization_auto_follows_the_text_backbone() -> None:
     assert text_quantization("auto", "minilm") is None
     assert text_quantization("none", "minilm_static") is None
     assert text_quantization("int8", "scratch_text") == "int8"
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["export-text-embedder", "--pretrained", "bert", "--out", "x.tflite"], "invalid choice: 'bert'"),
+    (["export-pretrained", "--out", "x", "--text-backbone", "use"], "invalid choice: 'use'"),
+    (["export-pretrained", "--out", "x", "--quantize", "int4"], "invalid choice: 'int4'"),
+    (["demo", "--text-backbone", "scratch_text"], "invalid choice: 'scratch_text'"),
+])
+def test_text_tower_options_reject_what_they_do_not_know(argv: list[str], named: str, capsys) -> None:
+    from pipelines import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert f"beamlens {argv[0]}: error:" in err and named in err
+
+
+def test_train_starts_the_student_from_the_caption_free_heads() -> None:
+    import argparse
+
+    from pipelines.train import _caption_free
+
+    args = argparse.Namespace(image_backbone="efficientnet_lite0", text_backbone="minilm_static", init="auto",
+                              image_backbone_weights=None, text_backbone_weights=None)
+    assert _caption_free(args, trainable=False) is True
+    args.text_backbone = "scratch_text"
+    assert _caption_free(args, trainable=False) is False
