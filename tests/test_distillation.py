@@ -115,7 +115,9 @@ def test_fitting_brings_the_student_closer_to_its_teacher(capsys) -> None:
     recipe = distill.DistillationRecipe(width=12, epochs=8, batch_size=64, learning_rate=1e-2, max_tokens=12)
     start = build_student(len(VOCAB), 12, 12, 12)
     set_layer_weights(start, initial_weights(teacher.lone_token_vectors(), 12))
-    fitted = distill.fit_student(recipe, teacher, texts, ["dog", "cats"])
+    words = ["dog", "cats"]
+    targets = np.concatenate([teacher.embed(texts, 12), teacher.embed(words, 8)])
+    fitted = distill.fit_student(recipe, teacher.tokenizer, texts + words, targets, teacher.lone_token_vectors())
     before, after = _mean_cosine(start, teacher, held_out), _mean_cosine(fitted, teacher, held_out)
     assert after > before + 0.05 and after > 0.85, (before, after)
     progress = capsys.readouterr().err
@@ -161,3 +163,21 @@ def test_the_training_text_is_generated_apart_from_the_demo_corpus() -> None:
     assert len(texts) == 500 + 8000 + 100  # generated + 1,000 classes x 8 prompts + 2 captions x 50 images
     assert recipe.synthetic_seed != CorpusOptions().seed  # the demo's images are not drawn from
     assert texts == distill.training_texts(recipe, tokens)[0]
+
+
+def test_the_teachers_targets_are_cached_by_the_text_recipe(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("BEAMLENS_CACHE", str(tmp_path))
+    teacher = StandInTeacher(BertTokenizer(VOCAB))
+    texts, words = ["a dog on the beach", "two red buses"], ["cat"]
+    recipe = distill.DistillationRecipe(max_tokens=12)
+    stamp = {"path": "teacher", "size": 1, "mtime": 1}
+    first = distill._cached_targets(recipe, teacher, texts, words, stamp)
+    assert "teacher vectors of 2 sentences, 1 words" in capsys.readouterr().err
+    refit = dataclasses.replace(recipe, epochs=3, learning_rate=1e-4)  # fitting settings: same targets
+    again = distill._cached_targets(refit, teacher, texts, words, stamp)
+    assert capsys.readouterr().err == ""
+    np.testing.assert_array_equal(first[0], again[0])
+    assert first[0].shape == (3, 12) and first[1].shape == (len(VOCAB), 12)
+    distill._cached_targets(dataclasses.replace(recipe, seed=2), teacher, texts, words, stamp)
+    assert "teacher vectors" in capsys.readouterr().err  # other text: computed anew
+    assert len(list(tmp_path.glob("teacher-targets-*.npz"))) == 2
