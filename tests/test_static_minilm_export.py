@@ -38,7 +38,7 @@ def exported(tmp_path_factory):
     export_text_embedder(student, MAX_TOKENS, vocab, paths["float"])
     export_text_embedder(student, MAX_TOKENS, vocab, paths["int8"], "int8")
     expected = np.asarray(student.predict(tokenizer.encode_batch(QUERIES, MAX_TOKENS), verbose=0))
-    return {"paths": paths, "expected": expected}
+    return {"paths": paths, "expected": expected, "student": student, "folder": folder}
 
 
 def _ops(path: str) -> set[str]:
@@ -122,3 +122,17 @@ def test_train_starts_the_student_from_the_caption_free_heads() -> None:
     assert _caption_free(args, trainable=False) is True
     args.text_backbone = "scratch_text"
     assert _caption_free(args, trainable=False) is False
+
+
+def test_export_text_embedder_takes_a_student_file_and_quantizes_it_by_default(exported, capsys) -> None:
+    from models.encoders.distillation.recipe import DistillationRecipe, save_student
+    from pipelines import export_text_embedder
+
+    weights = save_student(exported["student"], str(exported["folder"] / "student.npz"), DistillationRecipe(width=16))
+    out = exported["folder"] / "cli_student.tflite"
+    assert export_text_embedder.main(["--pretrained", "minilm_static", "--weights", weights, "--max-tokens", str(MAX_TOKENS),
+                                      "--out", str(out)]) == 0
+    assert f"int8, {MAX_TOKENS} tokens, output 384-d" in capsys.readouterr().out
+    got = compat.call_tflite(tflite_metadata.text_embeddings, str(out), QUERIES)
+    cosines = (got * exported["expected"]).sum(axis=1) / np.linalg.norm(got, axis=1)
+    assert cosines.min() >= 0.99, cosines
