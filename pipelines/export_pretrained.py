@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                               help="file of 1,000 ImageNet class names in classifier order (default: the bundled list)")
     caption_free.add_argument("--max-tokens", type=int, default=24, help="query length of the text embedder (default 24)")
     caption_free.add_argument("--text-backbone", choices=("minilm", "minilm_static"), default="minilm",
-                              help="minilm (default) or minilm_static, its phone-grade student (8 MB text embedder, "
-                                   "0.5 ms a query; distilled on first use, cached)")
+                              help="minilm (default) or minilm_static, its phone-grade student (9 MB text embedder, "
+                                   "about 1 ms a query; distilled on first use, cached)")
     caption_free.add_argument("--quantize", choices=("auto", "none", "int8"), default="auto",
                               help="text embedder weights: auto (default: int8 for minilm_static, else float), "
                                    "float, or dynamic-range int8 (4x smaller)")

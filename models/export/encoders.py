@@ -34,7 +34,7 @@ from models.errors import BeamlensError
 
 QUANTIZATIONS = (None, "int8")
 AUTO = "auto"  # the text backbone's measured best: TEXT_QUANTIZATION_DEFAULTS, else float
-# minilm_static int8: 33 -> 8.5 MB and as fast as float under XNNPACK (benchmarks/text_query_speed.py);
+# minilm_static int8: 35 -> 9 MB and no slower than float (benchmarks/text_query_speed.py);
 # MiniLM stays float by default (its int8 cost: see pipelines/export_text_embedder.py)
 TEXT_QUANTIZATION_DEFAULTS = {"minilm_static": "int8"}
 

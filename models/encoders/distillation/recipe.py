@@ -11,7 +11,7 @@ the demo's held-out split; see README "Text tower"):
 * **loss**: 1 - cosine to the teacher's unit vector; Adam, 6 epochs, learning rate 3e-3
   cosine-decayed (a constant 2e-3 peaked at epoch 5 of 10, then oscillated).
 
-The teacher's pass over the text takes about 10 minutes on two cores and the fit about 6, once:
+The teacher's pass over the text takes about 7 minutes on two cores and the fit about 6, once:
 :func:`student_weights` caches both, keyed by the recipe and the teacher's weights file
 (models/io/cache.py).
 """
@@ -133,7 +133,7 @@ def _print_epochs(total: int):
 def teacher_targets(recipe: DistillationRecipe, teacher: Teacher, texts: Sequence[str],
                     words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(the teacher's unit vectors of ``texts`` then ``words``, its lone-token vectors): the slow
-    half of a distillation (about 10 minutes on 2 cores), so :func:`student_weights` caches it."""
+    half of a distillation (about 7 minutes on 2 cores), so :func:`student_weights` caches it."""
     started = time.perf_counter()
     print(f"distilling MiniLM into the static student: teacher vectors of {len(texts)} sentences, "
           f"{len(words)} words and every token (once; cached)", file=sys.stderr, flush=True)
