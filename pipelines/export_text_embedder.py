@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from dataclasses import dataclass
 
 from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
 from models.export import model_folder
@@ -41,7 +42,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _trained(model_dir: str):
+@dataclass
+class TextSource:
+    """What is exported: the Keras text encoder, its length, its vocab and the backbone it is built on."""
+
+    model: object
+    max_tokens: int
+    vocab: str
+    text_backbone: str | None  # decides what --quantize auto means
+
+
+def _trained(model_dir: str) -> TextSource:
     import keras  # noqa: PLC0415
 
     from models.encoders.backbones import _load_all  # noqa: PLC0415
@@ -52,17 +63,18 @@ def _trained(model_dir: str):
         raise BeamlensError(f"{model_dir} is not a trained model folder (missing {', '.join(missing)}); run beamlens train")
     _load_all()  # registers custom layers a backbone may use
     with open(os.path.join(model_dir, model_folder.CONFIG)) as stream:
-        max_tokens = int(json.load(stream)["max_tokens"])
+        config = json.load(stream)
     model = keras.saving.load_model(os.path.join(model_dir, model_folder.TEXT_ENCODER))
-    return model, max_tokens, os.path.join(model_dir, model_folder.VOCAB)
+    return TextSource(model, int(config["max_tokens"]), os.path.join(model_dir, model_folder.VOCAB),
+                      config.get("text_backbone"))
 
 
-def _pretrained(name: str, weights: str | None, max_tokens: int):
+def _pretrained(name: str, weights: str | None, max_tokens: int) -> TextSource:
     from models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
     from models.encoders.bert_tokenizer import backbone_vocab_path  # noqa: PLC0415
 
     model = build_text_backbone(BackboneConfig(name, max_tokens=max_tokens, weights=weights))
-    return model, max_tokens, backbone_vocab_path(name, weights)
+    return TextSource(model, max_tokens, backbone_vocab_path(name, weights), name)
 
 
 def main(argv: list[str]) -> int:
@@ -70,16 +82,10 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from models.export.encoders import export_text_embedder, text_quantization  # noqa: PLC0415 (TensorFlow only when exporting)
 
-    if args.model_dir:
-        model, max_tokens, vocab = _trained(args.model_dir)
-        with open(os.path.join(args.model_dir, model_folder.CONFIG)) as stream:
-            backbone = json.load(stream).get("text_backbone")
-    else:
-        model, max_tokens, vocab = _pretrained(args.pretrained, args.weights, args.max_tokens)
-        backbone = args.pretrained
-    quantize = text_quantization(args.quantize, backbone)
-    export_text_embedder(model, max_tokens, vocab, args.out, quantize, args.dynamic_length)
+    source = _trained(args.model_dir) if args.model_dir else _pretrained(args.pretrained, args.weights, args.max_tokens)
+    quantize = text_quantization(args.quantize, source.text_backbone)
+    export_text_embedder(source.model, source.max_tokens, source.vocab, args.out, quantize, args.dynamic_length)
     size = os.path.getsize(args.out) / 1e6
-    length = "dynamic length" if args.dynamic_length else f"{max_tokens} tokens"
-    print(f"wrote {args.out} ({size:.1f} MB, {quantize or 'float'}, {length}, output {model.output.shape[-1]}-d)")
+    length = "dynamic length" if args.dynamic_length else f"{source.max_tokens} tokens"
+    print(f"wrote {args.out} ({size:.1f} MB, {quantize or 'float'}, {length}, output {source.model.output.shape[-1]}-d)")
     return 0
