@@ -106,12 +106,6 @@ def prompts(names: Sequence[str], templates: Sequence[str]) -> list[str]:
     return [template.format(name) for name in names for template in templates]
 
 
-def _weights_stamp(text_backbone_weights: str | None) -> dict:
-    from models.encoders.backbones.minilm import WEIGHTS_FILE, model_dir  # noqa: PLC0415
-
-    return cache.file_stamp(os.path.join(model_dir(text_backbone_weights), WEIGHTS_FILE))
-
-
 def _prompt_encoder(text_backbone, length: int):
     """The model that embeds the prompts: a distilled student's teacher (``model.teacher``), whose
     space the student was fitted to, else the backbone itself."""
@@ -129,11 +123,13 @@ def class_vectors(text_backbone, tokenizer, names: Sequence[str], templates: Seq
 
     The MiniLM pass over 8,000 prompts takes about a minute on 2 cores, so the result is cached
     on disk (``$BEAMLENS_CACHE`` or ``~/.cache/beamlens``), keyed by names, templates and weights."""
+    from models.encoders.backbones.minilm import weights_stamp  # noqa: PLC0415
+
     length = int(text_backbone.inputs[0].shape[1])  # padding is masked out: the vectors do not depend on it
     if getattr(text_backbone, "teacher", None):
         text_backbone_weights = None  # a student's weights are its own file; its teacher is the installed MiniLM
     key = {"names": list(names), "templates": list(templates), "max_tokens": min(length, PROMPT_MAX_TOKENS),
-           "weights": _weights_stamp(text_backbone_weights), "version": 1}
+           "weights": weights_stamp(text_backbone_weights), "version": 1}
     path = cache.cache_file("class-vectors", key, ".npy")
     if use_cache and os.path.exists(path):
         try:

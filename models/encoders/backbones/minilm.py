@@ -55,6 +55,14 @@ def vocab_path(weights: str | None = None) -> str:
     return require_path(os.path.join(model_dir(weights), VOCAB_FILE), "MiniLM vocab")
 
 
+def weights_stamp(weights: str | None = None) -> dict:
+    """Path, size and mtime of the weights file: the cache key of whatever is computed from MiniLM
+    (caption-free class vectors, the distilled student's targets)."""
+    from models.io.cache import file_stamp  # noqa: PLC0415
+
+    return file_stamp(os.path.join(model_dir(weights), WEIGHTS_FILE))
+
+
 def read_config(folder: str) -> dict:
     with open(require_path(os.path.join(folder, CONFIG_FILE), "MiniLM config"), encoding="utf-8") as stream:
         config = json.load(stream)

@@ -209,9 +209,9 @@ def _cached_targets(recipe: DistillationRecipe, teacher: Teacher, texts: list[st
 def student_weights(recipe: DistillationRecipe = DistillationRecipe(), teacher_weights: str | None = None) -> str:
     """The path of the fitted student for ``recipe``: from the cache, or distilled now and cached
     (the teacher's targets too, so a changed fitting recipe refits in minutes)."""
-    from models.encoders.backbones.minilm import WEIGHTS_FILE, model_dir  # noqa: PLC0415
+    from models.encoders.backbones.minilm import weights_stamp  # noqa: PLC0415
 
-    stamp = cache.file_stamp(os.path.join(model_dir(teacher_weights), WEIGHTS_FILE))
+    stamp = weights_stamp(teacher_weights)
     path = cache.cache_file("text-student", {"recipe": dataclasses.asdict(recipe), "teacher": stamp}, ".npz")
     if os.path.exists(path):
         return path
