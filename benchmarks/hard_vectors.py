@@ -21,6 +21,10 @@ from typing import Sequence
 
 import numpy as np
 
+from models.knn import exact_knn
+from models.searcher import autotune
+from models.searcher.options import DOT_PRODUCT
+
 TARGET_RECALL = 0.95
 K = 10
 FLATTEN_STEPS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -61,21 +65,20 @@ class Hardness:
 
 
 def hardness(items: np.ndarray, queries: np.ndarray, num_leaves: int | None = None, seed: int = 0) -> Hardness:
-    """Leaves (and share of the corpus) needed for exact-in-leaf recall@10 >= TARGET_RECALL."""
+    """Leaves (and share of the corpus) needed for exact-in-leaf recall@10 >= TARGET_RECALL, with
+    the builder's own simulation of the device's leaf order (models/searcher/autotune.py)."""
     items, queries = unit(items), unit(queries)
     num_leaves = num_leaves or max(2, int(round(np.sqrt(len(items)))))
     centroids, assignment = kmeans(items, num_leaves, seed)
-    exact = np.argsort(-(queries @ items.T), axis=1)[:, :K]
-    order = np.argsort(-(queries @ centroids.T), axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(num_leaves)[None, :].repeat(len(queries), 0), 1)
-    neighbour_ranks = np.take_along_axis(ranks, assignment[exact], 1)
+    exact = exact_knn(queries, items, K)[0]
+    ranks = autotune.leaf_ranks(queries, centroids, DOT_PRODUCT)
+    leaves = list(range(1, num_leaves + 1))
+    needed = autotune.smallest_reaching(leaves, autotune.float_sweep(exact, assignment, ranks, leaves), TARGET_RECALL)
+    if needed is None:
+        return Hardness(len(items), num_leaves, num_leaves, 1.0)
     sizes = np.bincount(assignment, minlength=num_leaves)
-    for searched in range(1, num_leaves + 1):
-        if float(np.mean(neighbour_ranks < searched)) >= TARGET_RECALL:
-            scanned = np.take_along_axis(sizes[None, :].repeat(len(queries), 0), order[:, :searched], 1).sum(axis=1)
-            return Hardness(len(items), num_leaves, searched, float(np.mean(scanned) / len(items)))
-    return Hardness(len(items), num_leaves, num_leaves, 1.0)
+    scanned = ((ranks < needed) * sizes[None, :]).sum(axis=1)
+    return Hardness(len(items), num_leaves, needed, float(np.mean(scanned) / len(items)))
 
 
 @dataclass
