@@ -39,7 +39,6 @@ SHARED = Path(os.environ.get("BEAMLENS_SHARED", ROOT.parent / "shared"))
 COCO_MINI = SHARED / "testdata" / "coco-mini-cc"
 REAL_PHOTO_FOLDERS = (SHARED / "testdata" / "skimage", SHARED / "testdata" / "model-maker-searcher-images")
 SEED_ITEMS = 123_287
-MAX_TOKENS = 24
 
 
 @dataclass
@@ -48,6 +47,11 @@ class Candidate:
     demo: Path
     quantize: str | None
 
+    @property
+    def slug(self) -> str:
+        """The label as a file name."""
+        return self.label.replace(" ", "-")
+
 
 @dataclass
 class Measured:
@@ -55,6 +59,7 @@ class Measured:
     embedder: str
     searcher: str
     report: dict
+    real_embedder: str  # the same text tower under the caption-free heads
     real_recall: dict = field(default_factory=dict)  # split -> R@10
 
     def cells(self, reference_encoder_p50: float) -> str:
@@ -68,17 +73,15 @@ class Measured:
 
 
 def export_text(model_dir: Path, quantize: str | None, out: Path) -> str:
-    """The text embedder of a model folder at 24 tokens, float or int8 (the export's library call)."""
-    import keras  # noqa: PLC0415
-
-    from models.encoders.backbones import _load_all  # noqa: PLC0415
+    """The text embedder of a model folder at its own length (24 in the demo), float or int8, as
+    ``beamlens export-text-embedder --model-dir`` makes it (its library calls)."""
     from models.export.encoders import export_text_embedder  # noqa: PLC0415
+    from pipelines.export_text_embedder import trained_text_source  # noqa: PLC0415
 
     if not out.exists():
-        _load_all()
-        model = keras.saving.load_model(str(model_dir / "text_encoder.keras"), compile=False)
+        source = trained_text_source(str(model_dir))
         out.parent.mkdir(parents=True, exist_ok=True)
-        export_text_embedder(model, MAX_TOKENS, str(model_dir / "vocab.txt"), str(out), quantize)
+        export_text_embedder(source.model, source.max_tokens, source.vocab, str(out), quantize)
     return str(out)
 
 
@@ -88,7 +91,7 @@ def searcher_on_demo(candidate: Candidate, embedder: str, work: Path) -> tuple[s
     from models.searcher.build import SearcherRequest, build_searchers  # noqa: PLC0415
 
     shards = [str(candidate.demo / "shards" / split) for split in ("train", "val")]
-    folder = work / candidate.label.replace(" ", "-")
+    folder = work / candidate.slug
     searcher = folder / "text_searcher.tflite"
     if not searcher.exists():
         build_searchers(SearcherRequest(shards=shards, out=str(folder), text_embedder=embedder))
@@ -99,15 +102,15 @@ def searcher_on_demo(candidate: Candidate, embedder: str, work: Path) -> tuple[s
 
 
 def image_vectors(vision_encoder: Path, paths: list[str]) -> np.ndarray:
-    """Unit vectors of photos through a vision_encoder.keras at its input size."""
+    """Unit vectors of photos through a vision_encoder.keras at its input size (the trainer's
+    evaluation embedder: the same preprocessing as Beam)."""
     import keras  # noqa: PLC0415
 
-    from models.encoders.preprocessing import preprocess_image_bytes  # noqa: PLC0415
+    from models.training.evaluation import EncoderModels, embed_images  # noqa: PLC0415
 
     model = keras.saving.load_model(str(vision_encoder), compile=False)
-    size = int(model.inputs[0].shape[1])
-    pixels = np.stack([preprocess_image_bytes(Path(p).read_bytes(), size) for p in paths])
-    return hard_vectors.unit(model.predict(pixels, batch_size=16, verbose=0))
+    vision_only = EncoderModels(vision=model, text=None, vocab=None, image_size=int(model.inputs[0].shape[1]), max_tokens=0)
+    return hard_vectors.unit(embed_images(vision_only, paths))
 
 
 def coco_split(split: str) -> tuple[list[str], list[str], np.ndarray]:
@@ -120,9 +123,10 @@ def coco_split(split: str) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def recall_at_10(text: np.ndarray, images: np.ndarray, own: np.ndarray) -> float:
-    scores = hard_vectors.unit(text) @ images.T
-    rank = (scores > scores[np.arange(len(own)), own][:, None]).sum(axis=1)
-    return float(np.mean(rank < 10))
+    """A caption's own photo among the 10 first: THE metric of ``beamlens evaluate-encoder``."""
+    from models.training.evaluation import top_k_accuracy  # noqa: PLC0415
+
+    return float(top_k_accuracy(text, own, images, ks=(10,))["top_k_accuracy"]["10"])
 
 
 class RealPhotos:
@@ -159,19 +163,20 @@ class RealPhotos:
 
 
 def measure(candidate: Candidate, work: Path, photos: RealPhotos) -> Measured:
-    tag = f"{candidate.label.replace(' ', '-')}.tflite"
+    tag = f"{candidate.slug}.tflite"
     embedder = export_text(candidate.demo / "model", candidate.quantize, work / "embedders" / tag)
     print(f"[text-query-speed] {candidate.label}: searcher and held-out evaluation", file=sys.stderr, flush=True)
     searcher, report = searcher_on_demo(candidate, embedder, work)
     caption_free = candidate.demo / "caption-free"
     real_embedder = export_text(caption_free, candidate.quantize, work / "caption-free-embedders" / tag)
-    return Measured(candidate, embedder, searcher, report, photos.recall(caption_free, real_embedder))
+    return Measured(candidate, embedder, searcher, report, real_embedder, photos.recall(caption_free, real_embedder))
 
 
 def seed_scale(measured: Measured, photos: RealPhotos, work: Path, emit) -> None:
     """Calibrate hard synthetic vectors on the real sets, index 123,287 of them, sweep leaves."""
     from models import compat  # noqa: PLC0415
-    from models.search.evaluation import read_shard_items  # noqa: PLC0415
+    from models.knn import exact_knn  # noqa: PLC0415
+    from models.search.evaluation import ann_recall, read_shard_items  # noqa: PLC0415
     from models.search.runtime import embed_text  # noqa: PLC0415
     from models.searcher import attach_index, build_index, read_searcher, rewrite_leaves_to_search  # noqa: PLC0415
 
@@ -179,10 +184,9 @@ def seed_scale(measured: Measured, photos: RealPhotos, work: Path, emit) -> None
 
     demo = measured.candidate.demo
     items = read_shard_items([str(demo / "shards" / s) for s in ("train", "val")]).vectors
-    captions = [q["caption"] for q in _held_out(demo)]
+    captions = _held_out(demo)
     queries = embed_text(measured.embedder, captions)
-    real_items, real_queries = photos.all_items_and_queries(
-        demo / "caption-free", str(work / "caption-free-embedders" / f"{measured.candidate.label.replace(' ', '-')}.tflite"))
+    real_items, real_queries = photos.all_items_and_queries(demo / "caption-free", measured.real_embedder)
     calibration = hard_vectors.calibrate(items, [("demo held-out", items, queries), ("real photos", real_items, real_queries)])
     for (name, real), (_, synthetic) in zip(calibration.real, calibration.synthetic):
         emit(f"- {name}: real {real.describe()}; synthetic (flatten {calibration.generator.flatten}) {synthetic.describe()}")
@@ -193,7 +197,7 @@ def seed_scale(measured: Measured, photos: RealPhotos, work: Path, emit) -> None
     index, build_report = build_index(str(npy), str(meta), None, str(work / "seed-scale.ldb"), userinfo="benchmark")
     searcher = attach_index(measured.embedder, index, str(work / "seed-scale-searcher.tflite"))
     info = read_searcher(searcher)
-    exact = np.argsort(-(hard_vectors.unit(queries) @ vectors.T), axis=1)[:, :10]
+    exact = exact_knn(queries, vectors, 10)[0]
     emit(f"- 123,287 items: {info.num_leaves} leaves, {build_report.score} scoring, builder's choice "
          f"{info.num_leaves_to_search} leaves; embedder {measured.candidate.label}")
     emit("\n| leaves searched | TextSearcher p50 ms | p99 ms | on-device recall@10 |\n|---|---|---|---|")
@@ -201,7 +205,7 @@ def seed_scale(measured: Measured, photos: RealPhotos, work: Path, emit) -> None
         variant = str(work / f"seed-scale-{leaves}.tflite")
         rewrite_leaves_to_search(searcher, variant, leaves)
         latencies, ids = compat.call_tflite(time_text, variant, captions, True)
-        recall = float(np.mean([len(set(got) & set(want.tolist())) / 10 for got, want in zip(ids, exact)]))
+        recall = ann_recall(ids, exact.tolist(), [10])[10]
         emit(f"| {leaves}/{info.num_leaves} | {np.percentile(latencies, 50):.2f} | {np.percentile(latencies, 99):.2f} | {recall:.3f} |")
         os.remove(variant)
         if recall >= hard_vectors.TARGET_RECALL:
@@ -209,15 +213,14 @@ def seed_scale(measured: Measured, photos: RealPhotos, work: Path, emit) -> None
 
 
 def _leaf_sweep(num_leaves: int, chosen: int) -> list[int]:
-    values = sorted({v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, chosen) if v <= num_leaves} | {num_leaves})
-    return values
+    return sorted({v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, chosen) if v <= num_leaves} | {num_leaves})
 
 
-def _held_out(demo: Path, limit: int = 500) -> list[dict]:
+def _held_out(demo: Path, limit: int = 500) -> list[str]:
+    """The first ``limit`` held-out captions of a demo: the queries of the seed-scale run."""
     from models.search.evaluation import load_caption_queries  # noqa: PLC0415
 
-    queries = load_caption_queries(str(demo / "corpus" / "annotations" / "captions_val.json"))
-    return [{"caption": q.caption} for q in queries[:limit]]
+    return [q.caption for q in load_caption_queries(str(demo / "corpus" / "annotations" / "captions_val.json"))[:limit]]
 
 
 def main(argv: list[str] | None = None) -> int:

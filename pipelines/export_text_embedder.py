@@ -52,7 +52,8 @@ class TextSource:
     text_backbone: str | None  # decides what --quantize auto means
 
 
-def _trained(model_dir: str) -> TextSource:
+def trained_text_source(model_dir: str) -> TextSource:
+    """The text encoder of a ``beamlens train`` (or ``export-pretrained``) folder, checked and loaded."""
     import keras  # noqa: PLC0415
 
     from models.encoders.backbones import _load_all  # noqa: PLC0415
@@ -82,7 +83,7 @@ def main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from models.export.encoders import export_text_embedder, text_quantization  # noqa: PLC0415 (TensorFlow only when exporting)
 
-    source = _trained(args.model_dir) if args.model_dir else _pretrained(args.pretrained, args.weights, args.max_tokens)
+    source = trained_text_source(args.model_dir) if args.model_dir else _pretrained(args.pretrained, args.weights, args.max_tokens)
     quantize = text_quantization(args.quantize, source.text_backbone)
     export_text_embedder(source.model, source.max_tokens, source.vocab, args.out, quantize, args.dynamic_length)
     size = os.path.getsize(args.out) / 1e6
