@@ -38,7 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=30,
                    help="at most this many (early stopping on val loss); from scratch the model was still improving at 20: "
                         "held-out top-10 0.66 / attribute recall@10 0.75 at 20, 0.79 / 0.85 at 30 on the default corpus")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default 512 for linear heads (more negatives per step), else 64")
     p.add_argument("--learning-rate", type=float, default=None,
                    help="default 3e-3; for caption-free heads, which start trained, 3e-4 (small sets) or 1e-3")
     p.add_argument("--image-size", type=int, default=None,
@@ -63,10 +64,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="mix of hard (identity) targets into the reference soft targets: 1 (default) = "
                         "CLIP's hard targets, the only setting that met the quality bar from scratch; "
                         "0 = the pure reference soft targets (see models/encoders/dual.py)")
-    p.add_argument("--init", choices=("auto", "caption-free", "random"), default="auto",
-                   help="heads of efficientnet_lite0 + minilm: caption-free (auto's choice) starts from the model "
-                        "`beamlens export-pretrained` writes and keeps the best held-out R@k, epoch 0 included; random = "
-                        "the reference projection heads")
+    p.add_argument("--init", choices=("auto", "caption-free", "linear", "random"), default="auto",
+                   help="heads of efficientnet_lite0 + minilm: caption-free (auto's choice below "
+                        f"{SMALL_CORPUS} photos) starts from the model `beamlens export-pretrained` writes and keeps "
+                        "the best held-out R@k, epoch 0 included; linear (auto's choice from there on): linear heads "
+                        "with input dropout on multi-scale image features, kept only if they beat the caption-free "
+                        "model on the held-out split; random = the reference projection heads")
+    p.add_argument("--allow-worse", action="store_true",
+                   help="publish linear heads even when they score below the caption-free model on the held-out split")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="without --val-captions, caption-free training holds out this share of the photos to decide "
                         "when to stop (default 0.2)")
@@ -88,14 +93,36 @@ def _choose_backbones(args: argparse.Namespace) -> None:
     print(f"backbones: {args.image_backbone} + {args.text_backbone}{why}", flush=True)
 
 
-def _caption_free(args: argparse.Namespace, trainable: bool) -> bool:
+def _head_kind(args: argparse.Namespace, trainable: bool, training_photos: int) -> str | None:
+    """The heads to fit: ``caption_free`` (start from export-pretrained's model; small sets),
+    ``linear`` (linear heads with input dropout on multi-scale features; from SMALL_CORPUS photos)
+    or None (the reference projection heads)."""
+    from models.encoders import caption_free as cf, linear_heads  # noqa: PLC0415
     from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES  # noqa: PLC0415
 
     pair = args.image_backbone == "efficientnet_lite0" and args.text_backbone in MINILM_TEXT_BACKBONES
-    weights = args.image_backbone_weights or args.text_backbone_weights
-    if args.init == "caption-free" and (not pair or trainable):
-        raise BeamlensError("--init caption-free needs --image-backbone efficientnet_lite0 --text-backbone minilm or minilm_static, frozen")
-    return args.init == "caption-free" or (args.init == "auto" and pair and not trainable and not weights)
+    if args.init in ("caption-free", "linear") and (not pair or trainable):
+        raise BeamlensError(f"--init {args.init} needs --image-backbone efficientnet_lite0 --text-backbone minilm or "
+                            "minilm_static, frozen")
+    if args.init == "caption-free":
+        return cf.HEAD_KIND
+    if args.init == "linear":
+        return linear_heads.HEAD_KIND
+    if args.init == "auto" and pair and not trainable and not (args.image_backbone_weights or args.text_backbone_weights):
+        return cf.HEAD_KIND if training_photos < SMALL_CORPUS else linear_heads.HEAD_KIND
+    return None
+
+
+def _check_improved(history: dict, allow_worse: bool) -> None:
+    """Refuse to publish heads that score below the caption-free model on the held-out split."""
+    if history.get("improved", True) or history.get("best_epoch") == 0 or allow_worse:
+        return  # better, or the caption-free start itself was kept
+    cells = lambda r: "/".join(f"{r[k]:.3f}" for k in ("1", "5", "10"))  # noqa: E731
+    raise BeamlensError(
+        f"the trained model scores below the caption-free model on the held-out split (R@1/5/10 "
+        f"{cells(history['recall_after'])} against {cells(history['recall_before'])}, "
+        f"{history['recall_split_images']} photos): nothing was written. Use `beamlens export-pretrained` "
+        "for the caption-free model, give more captioned photos, or pass --allow-worse to publish it anyway")
 
 
 def _write_model_folder(args: argparse.Namespace, config, vocab, vision, text, history: dict, train_split, val_split,
@@ -134,59 +161,79 @@ def _write_model_folder(args: argparse.Namespace, config, vocab, vision, text, h
     return out
 
 
+def _vocabulary(args: argparse.Namespace, train_split):
+    """The BERT tokenizer of a BERT-like text backbone, else a vocabulary built from the captions."""
+    from models.encoders.backbones import text_tokenizer_kind  # noqa: PLC0415
+    from models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path  # noqa: PLC0415
+    from models.encoders.regex_tokenizer import build_vocabulary  # noqa: PLC0415
+
+    if text_tokenizer_kind(args.text_backbone) == "bert":
+        return BertTokenizer.load(backbone_vocab_path(args.text_backbone, args.text_backbone_weights))
+    return build_vocabulary((c for im in train_split.images for c in im.captions), args.vocab_min_count,
+                            args.vocab_max_size)
+
+
+def _recipe(args: argparse.Namespace, head: str | None, training_photos: int):
+    """(TrainOptions, EncoderConfig.extra) for the head kind; prints the choice."""
+    from models.encoders import linear_heads  # noqa: PLC0415
+    from models.training.end_to_end import TrainOptions  # noqa: PLC0415
+
+    small = training_photos < SMALL_CORPUS
+    anchor, weight_decay = 0.0, TrainOptions.weight_decay
+    if head == linear_heads.HEAD_KIND:
+        learning_rate, batch_size, weight_decay, extra = 2e-3, 512, 1e-2, linear_heads.LinearHeads().extra()
+        print(f"heads: linear with input dropout on multi-scale image features (learning rate "
+              f"{args.learning_rate or learning_rate:g}; {training_photos} training photos)", flush=True)
+    elif head:
+        units = args.residual_units if args.residual_units is not None else (0 if small else 512)
+        anchor = args.anchor_weight if args.anchor_weight is not None else (10.0 if small else 0.0)
+        learning_rate, batch_size = (3e-4 if small else 1e-3), 64
+        extra = {"head": "caption_free", "caption_free": {"residual_units": units}}
+        print(f"heads: caption-free start ({'linear maps only' if not units else f'linear maps + {units}-unit residual'}, "
+              f"anchor weight {anchor:g}, learning rate {args.learning_rate or learning_rate:g}; "
+              f"{'small' if small else 'large'} training set: {training_photos} photos)", flush=True)
+    else:
+        learning_rate, batch_size, extra = 3e-3, 64, {}
+    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size or batch_size,
+                           learning_rate=args.learning_rate or learning_rate, weight_decay=weight_decay,
+                           seed=args.seed, anchor_weight=anchor)
+    return options, extra
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if (args.val_images and not args.val_captions):
         raise BeamlensError("--val-images needs --val-captions")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from models.encoders.backbones import text_tokenizer_kind  # noqa: PLC0415 (TensorFlow only when training)
-    from models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path  # noqa: PLC0415
-    from models.encoders.towers import EncoderConfig, default_image_size, trainable_backbones  # noqa: PLC0415
-    from models.encoders.regex_tokenizer import build_vocabulary  # noqa: PLC0415
-    from models.training.end_to_end import TrainOptions, hold_out, load_split, train  # noqa: PLC0415
+    from models.encoders.towers import EncoderConfig, default_image_size, trainable_backbones  # noqa: PLC0415 (TensorFlow only when training)
+    from models.training.end_to_end import hold_out, load_split, train  # noqa: PLC0415
 
     if args.images and len(args.images) != len(args.captions):
         raise BeamlensError(f"{len(args.captions)} --captions but {len(args.images)} --images: give one image "
                             "folder per caption file, in the same order (or none: folders next to the files)")
     started = time.perf_counter()
     _choose_backbones(args)
-    caption_free = _caption_free(args, trainable=args.trainable_backbones)
     image_size = args.image_size or default_image_size(args.image_backbone)
     train_split = load_split("train", args.captions, args.images, image_size)
     val_split = load_split("val", args.val_captions, args.val_images, image_size) if args.val_captions else None
-    if caption_free and val_split is None:
+    head = _head_kind(args, args.trainable_backbones, len(train_split.images))
+    if head and val_split is None:
         train_split, val_split = hold_out(train_split, args.val_fraction, args.seed)
         print(f"validation: {len(val_split.images)} of the training photos held out (--val-fraction "
               f"{args.val_fraction}) to pick the best epoch by R@k", flush=True)
-    if text_tokenizer_kind(args.text_backbone) == "bert":
-        vocab_source = backbone_vocab_path(args.text_backbone, args.text_backbone_weights)
-        vocab = BertTokenizer.load(vocab_source)
-    else:
-        vocab = build_vocabulary((c for im in train_split.images for c in im.captions),
-                                 args.vocab_min_count, args.vocab_max_size)
-    small = len(train_split.images) < SMALL_CORPUS
-    if args.learning_rate is None:
-        args.learning_rate = (3e-4 if small else 1e-3) if caption_free else 3e-3
-    if caption_free:
-        units = args.residual_units if args.residual_units is not None else (0 if small else 512)
-        anchor = args.anchor_weight if args.anchor_weight is not None else (10.0 if small else 0.0)
-        print(f"heads: caption-free start ({'linear maps only' if not units else f'linear maps + {units}-unit residual'}, "
-              f"anchor weight {anchor:g}, learning rate {args.learning_rate:g}; "
-              f"{'small' if small else 'large'} training set: {len(train_split.images)} photos)", flush=True)
+    vocab = _vocabulary(args, train_split)
+    options, extra = _recipe(args, head, len(train_split.images))
     config = EncoderConfig(
         image_size=image_size, embedding_dim=args.embedding_dim, max_tokens=args.max_tokens,
         vocab_size=vocab.size, num_projection_layers=args.num_projection_layers,
         image_backbone=args.image_backbone, text_backbone=args.text_backbone,
         image_backbone_weights=args.image_backbone_weights, text_backbone_weights=args.text_backbone_weights,
-        trainable_backbones=args.trainable_backbones, target_identity_weight=args.target_identity_weight,
-        extra={"head": "caption_free", "caption_free": {"residual_units": units}} if caption_free else {})
+        trainable_backbones=args.trainable_backbones, target_identity_weight=args.target_identity_weight, extra=extra)
     print(f"backbones: image {args.image_backbone} ({image_size}px), text {args.text_backbone}; "
           + ("both frozen: features computed once, heads trained" if not any(trainable_backbones(config))
              else "trained end to end"), flush=True)
     print(f"train: {len(train_split.images)} images"
           + (f", val: {len(val_split.images)} images" if val_split else "") + f", vocab {vocab.size} ids", flush=True)
-    options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-                           anchor_weight=anchor if caption_free else 0.0)
     vision, text, history = train(config, train_split, val_split, vocab, options)
     train_seconds = time.perf_counter() - started
     if "recall_before" in history:
@@ -196,6 +243,7 @@ def main(argv: list[str]) -> int:
               f"{cells(before)}, after {cells(after)} (best epoch {history['best_epoch']}"
               + (", the caption-free start: training did not improve on it" if history["best_epoch"] == 0 else "")
               + ")", flush=True)
+        _check_improved(history, args.allow_worse)
 
     out = _write_model_folder(args, config, vocab, vision, text, history, train_split, val_split, train_seconds)
     print(f"wrote {out} ({', '.join(ARTIFACTS)}) in {time.perf_counter() - started:.0f}s")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import keras
@@ -154,7 +155,17 @@ def _set_head_weights(encoder: keras.Model, head: keras.Model) -> None:
 RECALL_KS = (1, 5, 10)
 
 
-def retrieval_recall(vision_head: keras.Model, text_head: keras.Model, split: "FeatureSplit", ks=RECALL_KS) -> dict:
+@dataclass(frozen=True)
+class FeatureView:
+    """Cached features of a split (or a slice of them): what :func:`retrieval_recall` scores."""
+
+    images: np.ndarray
+    captions: np.ndarray
+    owner: np.ndarray
+
+
+def retrieval_recall(vision_head: keras.Model, text_head: keras.Model, split: "FeatureSplit | FeatureView",
+                     ks=RECALL_KS) -> dict:
     """Text -> image R@k of the heads on a split's cached features (each caption vs all its split's images)."""
     images = np.asarray(vision_head.predict(np.asarray(split.images), batch_size=1024, verbose=0))
     captions = np.asarray(text_head.predict(np.asarray(split.captions), batch_size=1024, verbose=0))
@@ -172,9 +183,13 @@ class RetrievalCheckpoint(keras.callbacks.Callback):
 
     Ties keep the earlier weights, so training that does not help leaves the starting model."""
 
-    def __init__(self, vision_head: keras.Model, text_head: keras.Model, split: "FeatureSplit", patience: int) -> None:
+    def __init__(self, vision_head: keras.Model, text_head: keras.Model, split: "FeatureSplit", patience: int,
+                 baseline: dict | None = None) -> None:
+        """``baseline``: the R@k of a model other than the starting weights (the caption-free one, for
+        heads that start random); it is reported as epoch 0, and only trained epochs can be kept."""
         super().__init__()
         self.vision_head, self.text_head, self.split, self.patience = vision_head, text_head, split, patience
+        self.baseline = baseline
         self.recalls: list[dict] = []
         self.best_epoch, self.best_score, self.best_weights, self.wait = 0, -1.0, None, 0
 
@@ -193,8 +208,11 @@ class RetrievalCheckpoint(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_train_begin(self, logs=None):
-        self._score(0)
-        print("  epoch 0 (caption-free start): val R@1/5/10 "
+        if self.baseline is None:
+            self._score(0)
+        else:
+            self.recalls.append(self.baseline)
+        print(f"  epoch 0 ({'caption-free start' if self.baseline is None else 'the caption-free model'}): val R@1/5/10 "
               + "/".join(f"{self.recalls[0][str(k)]:.3f}" for k in RECALL_KS), flush=True)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -207,7 +225,8 @@ class RetrievalCheckpoint(keras.callbacks.Callback):
     def report(self) -> dict:
         return {f"val_recall@{k}": [r[str(k)] for r in self.recalls] for k in RECALL_KS} | {
             "recall_before": self.recalls[0], "recall_after": self.recalls[self.best_epoch],
-            "best_epoch": self.best_epoch, "recall_split_images": int(len(self.split.images))}
+            "best_epoch": self.best_epoch, "recall_split_images": int(len(self.split.images)),
+            "improved": recall_score(self.recalls[self.best_epoch]) > recall_score(self.recalls[0]) + 1e-9}
 
 
 def anchored_loss(contrastive, dimension: int, weight: float):
@@ -246,44 +265,99 @@ def _caption_free_encoders(config: EncoderConfig, tokenizer):
     return vision, text, (alignment, classifier, units)
 
 
+def _linear_encoders(config: EncoderConfig):
+    """Backbones (the image one multi-scale pooled) under linear heads with input dropout."""
+    from models.encoders import linear_heads  # noqa: PLC0415
+    from models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
+
+    recipe = linear_heads.LinearHeads.from_extra(config.extra)
+    config.extra.update(recipe.extra())
+    vision_backbone = build_image_backbone(BackboneConfig(
+        config.image_backbone, image_size=config.image_size, weights=config.image_backbone_weights,
+        options=dict(config.extra["image_backbone_options"])))
+    text_backbone = build_text_backbone(BackboneConfig(config.text_backbone, max_tokens=config.max_tokens,
+                                                       weights=config.text_backbone_weights))
+    return linear_heads.build_encoders(vision_backbone, text_backbone, config.image_size, config.max_tokens,
+                                       config.embedding_dim, recipe)
+
+
+def caption_free_recall(config: EncoderConfig, tokenizer, text_backbone: keras.Model, split: "FeatureSplit") -> dict:
+    """R@k on ``split`` of the caption-free model (`beamlens export-pretrained`) on the same backbones:
+    the bar a trained model must clear. Multi-scale image features start with the pooled head the
+    ImageNet classifier reads, so the first 1280 columns are its input."""
+    from models.encoders import caption_free as cf  # noqa: PLC0415
+    from models.encoders.backbones.efficientnet_lite import FEATURES  # noqa: PLC0415
+
+    alignment = cf.alignment_for(text_backbone, tokenizer, config.embedding_dim,
+                                 text_backbone_weights=config.text_backbone_weights)
+    classifier = cf.classifier_weights(config.image_backbone_weights)
+    vision_head, text_head = cf.build_heads(FEATURES, split.captions.shape[1], alignment, classifier, 0,
+                                            IMAGE_FEATURES, TEXT_FEATURES, names=("cf_vision_head", "cf_text_head"))
+    return retrieval_recall(vision_head, text_head, FeatureView(np.asarray(split.images)[:, :FEATURES],
+                                                                split.captions, split.owner))
+
+
+def _heads(kind: str, config: EncoderConfig, tokenizer, encoders, train_split: "FeatureSplit",
+           val_split: "FeatureSplit | None", patience: int):
+    """(vision head, text head, retrieval checkpoint or None) for the head kind of ``config``."""
+    from models.encoders import caption_free as cf, linear_heads  # noqa: PLC0415
+
+    vision, text, caption_free_parts = encoders
+    image_width, text_width = train_split.images.shape[1], train_split.captions.shape[1]
+    baseline = None
+    if kind == cf.HEAD_KIND:
+        alignment, classifier, units = caption_free_parts
+        vision_head, text_head = cf.build_heads(image_width, text_width, alignment, classifier, units,
+                                                IMAGE_FEATURES, TEXT_FEATURES)
+    elif kind == linear_heads.HEAD_KIND:
+        vision_head, text_head = linear_heads.build_heads(image_width, text_width, config.embedding_dim,
+                                                          linear_heads.LinearHeads.from_extra(config.extra),
+                                                          IMAGE_FEATURES, TEXT_FEATURES)
+        if val_split is not None:
+            baseline = caption_free_recall(config, tokenizer, _backbone(text), val_split)
+    else:
+        return _head(image_width, config, "vision", IMAGE_FEATURES), _head(text_width, config, "text", TEXT_FEATURES), None
+    checkpoint = (RetrievalCheckpoint(vision_head, text_head, val_split, patience, baseline)
+                  if val_split is not None else None)
+    return vision_head, text_head, checkpoint
+
+
 def train_heads(config: EncoderConfig, train_images, val_images, tokenizer, options, callbacks, cache_dir: str):
     """Fit the two heads on cached frozen-backbone features; return (vision, text, history).
 
     ``options`` is a models.training.end_to_end.TrainOptions; ``callbacks`` come from the same module, so
-    both training paths stop and cut the learning rate by the same rules. With caption-free heads
-    the loss-based early stopping is replaced by a :class:`RetrievalCheckpoint` on ``val_images``.
+    both training paths stop and cut the learning rate by the same rules. With caption-free or
+    linear heads the loss-based early stopping is replaced by a :class:`RetrievalCheckpoint` on
+    ``val_images`` (linear heads: epoch 0 is the caption-free model's R@k, the bar to clear).
     """
-    from models.encoders.caption_free import HEAD_KIND, build_heads  # noqa: PLC0415
+    from models.encoders import caption_free as cf, linear_heads  # noqa: PLC0415
 
-    caption_free = config.extra.get("head") == HEAD_KIND
-    if caption_free:
-        vision, text, (alignment, classifier, units) = _caption_free_encoders(config, tokenizer)
+    kind = config.extra.get("head")
+    if kind == cf.HEAD_KIND:
+        vision, text, parts = _caption_free_encoders(config, tokenizer)
+        alignment, classifier, units = parts
+    elif kind == linear_heads.HEAD_KIND:
+        (vision, text), parts = _linear_encoders(config), None
     else:
-        vision, text = build_vision_encoder(config), build_text_encoder(config)
+        vision, text, parts = build_vision_encoder(config), build_text_encoder(config), None
     vision_backbone, text_backbone = _backbone(vision), _backbone(text)
     train_split = FeatureSplit("train", vision_backbone, text_backbone, train_images, tokenizer, config, cache_dir)
     val_split = (FeatureSplit("val", vision_backbone, text_backbone, val_images, tokenizer, config, cache_dir)
                  if val_images else None)
-    checkpoint = None
-    if caption_free:
-        vision_head, text_head = build_heads(train_split.images.shape[1], train_split.captions.shape[1], alignment,
-                                             classifier, units, IMAGE_FEATURES, TEXT_FEATURES)
-        if val_split is not None:
-            checkpoint = RetrievalCheckpoint(vision_head, text_head, val_split, options.patience)
-            callbacks = [c for c in callbacks if not isinstance(c, (keras.callbacks.EarlyStopping,
-                                                                    keras.callbacks.ReduceLROnPlateau))] + [checkpoint]
-    else:
-        vision_head = _head(train_split.images.shape[1], config, "vision", IMAGE_FEATURES)
-        text_head = _head(train_split.captions.shape[1], config, "text", TEXT_FEATURES)
+    vision_head, text_head, checkpoint = _heads(kind, config, tokenizer, (vision, text, parts), train_split, val_split,
+                                                options.patience)
+    if checkpoint is not None:
+        callbacks = [c for c in callbacks if not isinstance(c, (keras.callbacks.EarlyStopping,
+                                                                keras.callbacks.ReduceLROnPlateau))] + [checkpoint]
     outputs = [text_head.output, vision_head.output]
     loss = make_loss(config.embedding_dim, config.temperature, config.target_identity_weight)
-    anchor_weight = float(getattr(options, "anchor_weight", 0.0)) if caption_free else 0.0
+    anchor_weight = float(getattr(options, "anchor_weight", 0.0)) if kind == cf.HEAD_KIND else 0.0
     if anchor_weight:
         # Frozen copies of the starting (caption-free) heads: the loss adds anchor_weight x
         # (1 - cos) between each trained vector and its caption-free vector.
-        start_vision, start_text = build_heads(train_split.images.shape[1], train_split.captions.shape[1], alignment,
-                                               classifier, units, IMAGE_FEATURES, TEXT_FEATURES,
-                                               names=("vision_head_start", "text_head_start"))
+        start_vision, start_text = cf.build_heads(train_split.images.shape[1], train_split.captions.shape[1], alignment,
+                                                  classifier, units, IMAGE_FEATURES, TEXT_FEATURES,
+                                                  names=("vision_head_start", "text_head_start"))
         start_vision.trainable = start_text.trainable = False
         outputs += [start_text(text_head.input), start_vision(vision_head.input)]
         loss = anchored_loss(loss, config.embedding_dim, anchor_weight)
