@@ -181,3 +181,25 @@ def test_the_teachers_targets_are_cached_by_the_text_recipe(tmp_path, monkeypatc
     distill._cached_targets(dataclasses.replace(recipe, seed=2), teacher, texts, words, stamp)
     assert "teacher vectors" in capsys.readouterr().err  # other text: computed anew
     assert len(list(tmp_path.glob("teacher-targets-*.npz"))) == 2
+
+
+def test_adapting_the_student_to_training_captions_brings_held_out_captions_closer(tmp_path, monkeypatch, capsys) -> None:
+    from models.encoders.distillation.adaptation import adapt_student
+
+    monkeypatch.setenv("BEAMLENS_CACHE", str(tmp_path))  # no distillation cache: the mixed-in text is embedded now
+    teacher = StandInTeacher(BertTokenizer(VOCAB))
+    nouns = ["dog", "cat", "man", "bus", "car", "ball", "table", "fire hydrant", "traffic light", "pizza"]
+    captions, held_out = sentences.caption_like(600, nouns, seed=3), sentences.caption_like(100, nouns, seed=9)
+    student = build_student(len(VOCAB), 12, 12, 12)
+    set_layer_weights(student, initial_weights(teacher.lone_token_vectors(), 12))
+    student.trainable = False  # as a frozen backbone is
+    start = layer_weights(student)["token_vectors"].copy()
+    recipe = distill.DistillationRecipe(width=12, generated_sentences=300, synthetic_images=20, class_prompts=False,
+                                        vocabulary_words=False, max_tokens=12)
+    result = adapt_student(student, teacher.tokenizer, captions, held_out, teacher=teacher, recipe=recipe)
+    assert result.training_captions == 600 and result.epochs == 3
+    assert result.held_out_cosine_after > result.held_out_cosine_before + 0.05, result
+    assert abs(result.held_out_cosine_after - _mean_cosine(student, teacher, held_out)) < 1e-3  # the student itself changed
+    assert not np.allclose(layer_weights(student)["token_vectors"], start)
+    assert not student.trainable and not student.trainable_weights  # frozen again for the heads
+    assert f"mean cosine to MiniLM on 100 held-out captions {result.held_out_cosine_before:.3f} -> " in capsys.readouterr().err

@@ -5,6 +5,7 @@
 * the heads are Dense + L2 at inference (dropout only while training);
 * ``train --init linear`` reports the caption-free model's R@k on the held-out split as the bar,
   refuses (exit 2, nothing written) a model below it, and publishes it with ``--allow-worse``;
+  with the student text tower it first adapts the student to the training captions;
 * auto picks linear heads from 1,000 training photos, caption-free heads below.
 """
 
@@ -29,6 +30,17 @@ def _pixels(size: int) -> np.ndarray:
 
     return np.stack([preprocess_image_bytes((TFLITE_SUPPORT_DATA / name).read_bytes(), size)
                      for name in ("burger.jpg", "sparrow.png")])
+
+
+def _student_file(folder) -> str:
+    """A small student of MiniLM's vocabulary with its starting weights (no distillation in tests)."""
+    from models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path
+    from models.encoders.distillation.recipe import DistillationRecipe, save_student
+    from models.encoders.distillation.student import build_student
+
+    tokenizer = BertTokenizer.load(backbone_vocab_path("minilm"))
+    return save_student(build_student(tokenizer.size, 24, width=16), str(folder / "student.npz"),
+                        DistillationRecipe(width=16))
 
 
 def test_multi_scale_pooling_starts_with_the_average_pooled_head():
@@ -89,13 +101,19 @@ def test_train_linear_refuses_a_model_below_caption_free_then_publishes_it_when_
     assert "beamlens train: error: the trained model scores below the caption-free model on the held-out split" in printed.err
     assert "--allow-worse" in printed.err and not out.exists()
 
-    assert train.main([*argv, "--allow-worse"]) == 0
+    # published when allowed; with the student text tower, which first adapts to the training captions
+    student = _student_file(tmp_path)
+    assert train.main([*argv, "--allow-worse", "--text-backbone", "minilm_static", "--text-backbone-weights", student]) == 0
     history = json.loads((out / "history.json").read_text())
-    assert history["best_epoch"] == 1 and history["improved"] is False
-    assert history["val_recall@10"][0] == history["recall_before"]["10"] > history["recall_after"]["10"]
+    assert history["best_epoch"] == 1  # only trained epochs can be kept
+    adaptation = history["student_adaptation"]
+    assert adaptation["training_captions"] == 145  # 29 photos x 5 captions; the 280 held out only measure
+    assert adaptation["held_out_cosine_after"] > adaptation["held_out_cosine_before"]
+    assert history["val_recall@10"][0] == history["recall_before"]["10"]  # epoch 0: the caption-free model
     config = json.loads((out / "encoder_config.json").read_text())
     assert config["extra"]["head"] == "linear"
     assert config["extra"]["image_backbone_options"] == {"pooling": "multi_scale"}
+    assert config["extra"]["text_student"] == {"adapted_to_training_captions": 145}
     import keras
 
     vision = keras.models.load_model(out / "vision_encoder.keras")

@@ -22,6 +22,12 @@ epoch 0 *is* the caption-free model, and a :class:`RetrievalCheckpoint` scores t
 split (text -> image R@1/5/10, exact search) before training and after every epoch, keeps the
 best weights (epoch 0 included, ties keep the earlier) and stops after ``patience`` epochs
 without gain: the result is never below the caption-free model on that split.
+
+Linear heads (``config.extra["head"] == "linear"``, ``beamlens train``'s default from 1,000 training
+photos; models/encoders/linear_heads.py) start random, so the checkpoint is given the caption-free
+model's R@k on the same held-out features (:func:`caption_free_recall`) as epoch 0: it keeps the
+best trained epoch, and ``history["improved"]`` says whether that beats the caption-free model
+(``beamlens train`` refuses to publish it otherwise, unless ``--allow-worse``).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from models.encoders.preprocessing import preprocess_image_bytes
 from models.io import files
 from models.knn import exact_knn, top_k_accuracy
 
+STUDENT_BACKBONE = "minilm_static"  # linear heads on it adapt it to the training captions first
 IMAGE_FEATURES = "image_features"
 TEXT_FEATURES = "text_features"
 
@@ -322,6 +329,18 @@ def _heads(kind: str, config: EncoderConfig, tokenizer, encoders, train_split: "
     return vision_head, text_head, checkpoint
 
 
+def _adapt_text_student(text: keras.Model, tokenizer, train_images, val_images, config: EncoderConfig) -> dict:
+    """Fit the student text backbone further on the training captions (in place; see
+    models/encoders/distillation/adaptation.py); the record for history.json."""
+    from models.encoders.distillation.adaptation import adapt_student  # noqa: PLC0415
+
+    captions = [caption for image in train_images for caption in image.captions]
+    held_out = [caption for image in (val_images or []) for caption in image.captions]
+    result = adapt_student(_backbone(text), tokenizer, captions, held_out or captions[:1000])
+    config.extra["text_student"] = {"adapted_to_training_captions": result.training_captions}
+    return {"student_adaptation": result.record()}
+
+
 def train_heads(config: EncoderConfig, train_images, val_images, tokenizer, options, callbacks, cache_dir: str):
     """Fit the two heads on cached frozen-backbone features; return (vision, text, history).
 
@@ -340,6 +359,8 @@ def train_heads(config: EncoderConfig, train_images, val_images, tokenizer, opti
         (vision, text), parts = _linear_encoders(config), None
     else:
         vision, text, parts = build_vision_encoder(config), build_text_encoder(config), None
+    adapted = (_adapt_text_student(text, tokenizer, train_images, val_images, config)
+               if kind == linear_heads.HEAD_KIND and config.text_backbone == STUDENT_BACKBONE else {})
     vision_backbone, text_backbone = _backbone(vision), _backbone(text)
     train_split = FeatureSplit("train", vision_backbone, text_backbone, train_images, tokenizer, config, cache_dir)
     val_split = (FeatureSplit("val", vision_backbone, text_backbone, val_images, tokenizer, config, cache_dir)
@@ -370,7 +391,7 @@ def train_heads(config: EncoderConfig, train_images, val_images, tokenizer, opti
                         epochs=options.epochs, callbacks=callbacks, shuffle=False, verbose=0)  # shuffled here
     _set_head_weights(vision, vision_head)
     _set_head_weights(text, text_head)
-    record = {k: [float(v) for v in values] for k, values in history.history.items()}
+    record = {k: [float(v) for v in values] for k, values in history.history.items()} | adapted
     if checkpoint is not None:
         record.update(checkpoint.report())
     return vision, text, record

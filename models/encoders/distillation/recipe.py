@@ -192,10 +192,14 @@ TEXT_FIELDS = ("generated_sentences", "synthetic_images", "synthetic_seed", "see
                "vocabulary_words", "class_prompts")  # what decides the teacher's targets
 
 
+def _targets_path(recipe: DistillationRecipe, stamp: dict) -> str:
+    key = {"texts": {name: getattr(recipe, name) for name in TEXT_FIELDS}, "teacher": stamp, "version": 1}
+    return cache.cache_file("teacher-targets", key, ".npz")
+
+
 def _cached_targets(recipe: DistillationRecipe, teacher: Teacher, texts: list[str], words: list[str],
                     stamp: dict) -> tuple[np.ndarray, np.ndarray]:
-    key = {"texts": {name: getattr(recipe, name) for name in TEXT_FIELDS}, "teacher": stamp, "version": 1}
-    path = cache.cache_file("teacher-targets", key, ".npz")
+    path = _targets_path(recipe, stamp)
     if os.path.exists(path):
         with np.load(path) as stored:
             if stored["targets"].shape[0] == len(texts) + len(words):
@@ -204,6 +208,24 @@ def _cached_targets(recipe: DistillationRecipe, teacher: Teacher, texts: list[st
     with files.atomic_path(path, ".npz") as temp:
         np.savez(temp, targets=targets, lone=lone)
     return targets, lone
+
+
+def recipe_sample(recipe: DistillationRecipe, teacher: Teacher, count: int,
+                  teacher_weights: str | None = None) -> tuple[list[str], np.ndarray]:
+    """A seeded sample of ``count`` of the recipe's sentences and the teacher's unit vectors of them
+    (from the distillation's cached targets when they are there, else embedded now): what an
+    adaptation mixes in so the student keeps the rest of its language."""
+    from models.encoders.backbones.minilm import weights_stamp  # noqa: PLC0415
+
+    texts, words = training_texts(recipe, teacher.tokenizer.tokens)
+    rows = np.sort(np.random.default_rng(recipe.seed).permutation(len(texts))[:count])
+    sample = [texts[row] for row in rows]
+    path = _targets_path(recipe, weights_stamp(teacher_weights))
+    if os.path.exists(path):
+        with np.load(path) as stored:
+            if stored["targets"].shape[0] == len(texts) + len(words):
+                return sample, np.asarray(stored["targets"][rows])
+    return sample, teacher.embed(sample, recipe.max_tokens)
 
 
 def student_weights(recipe: DistillationRecipe = DistillationRecipe(), teacher_weights: str | None = None) -> str:
