@@ -41,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None,
                    help="default 512 for linear heads (more negatives per step), else 64")
     p.add_argument("--learning-rate", type=float, default=None,
-                   help="default 3e-3; for caption-free heads, which start trained, 3e-4 (small sets) or 1e-3")
+                   help="default 3e-3; linear heads 2e-3; caption-free heads, which start trained, 3e-4 (small sets) or 1e-3")
     p.add_argument("--image-size", type=int, default=None,
                    help="input size (default: 224 for efficientnet_lite0, its pretrained size; else 64)")
     p.add_argument("--embedding-dim", type=int, default=128)
@@ -57,7 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--text-backbone", default=None,
                    help="scratch_text | minilm (pretrained all-MiniLM-L6-v2, from its wheel) | minilm_static (MiniLM's phone-grade "
                         "student: a 9 MB text searcher, 1 ms a query, 20x faster; distilled on first use, cached) | hub:HANDLE | savedmodel:PATH; "
-                        "with both backbones frozen their features are computed once and only the heads train")
+                        "with both backbones frozen their features are computed once and only the heads train; with linear heads "
+                        "minilm_static first adapts to the training captions (its held-out cosine to MiniLM is reported)")
     p.add_argument("--text-backbone-weights", default=None)
     p.add_argument("--trainable-backbones", action="store_true")
     p.add_argument("--target-identity-weight", type=float, default=1.0,
@@ -77,7 +78,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "when to stop (default 0.2)")
     p.add_argument("--residual-units", type=int, default=None,
                    help="caption-free heads: width of the residual branch on the backbone features (default: 0, i.e. "
-                        f"only the two linear maps train, below {SMALL_CORPUS} training photos; 512 from there on)")
+                        f"only the two linear maps train, below {SMALL_CORPUS} training photos; 512 with --init caption-free from there on)")
     p.add_argument("--anchor-weight", type=float, default=None,
                    help=f"caption-free heads: pull toward the caption-free vectors (default 10 below {SMALL_CORPUS} "
                         "training photos, else 0)")
