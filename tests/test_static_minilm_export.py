@@ -115,13 +115,14 @@ def test_text_tower_options_reject_what_they_do_not_know(argv: list[str], named:
 def test_train_starts_the_student_from_the_caption_free_heads() -> None:
     import argparse
 
-    from pipelines.train import _caption_free
+    from pipelines.train import _head_kind
 
     args = argparse.Namespace(image_backbone="efficientnet_lite0", text_backbone="minilm_static", init="auto",
                               image_backbone_weights=None, text_backbone_weights=None)
-    assert _caption_free(args, trainable=False) is True
+    assert _head_kind(args, trainable=False, training_photos=999) == "caption_free"
+    assert _head_kind(args, trainable=False, training_photos=6000) == "linear"  # trained heads on the student too
     args.text_backbone = "scratch_text"
-    assert _caption_free(args, trainable=False) is False
+    assert _head_kind(args, trainable=False, training_photos=999) is None
 
 
 def test_export_text_embedder_takes_a_student_file_and_quantizes_it_by_default(exported, capsys) -> None:
