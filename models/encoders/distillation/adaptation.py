@@ -6,8 +6,8 @@ dev captions is 0.81 (0.97 on its own training text), and heads trained on it re
 0.629 where MiniLM's reached 0.686. ``beamlens train --text-backbone minilm_static`` therefore
 first continues the student's fit on the training captions (MiniLM's vectors of them as targets),
 mixed with as many sentences of the student's own distillation text so the rest of the language is
-not forgotten, at a lower learning rate for a few epochs. Measured on Flickr8k: dev cosine 0.81 -> 0.93, heads on the
-adapted student dev R@10 0.658 against MiniLM's 0.678 in the same measurement (README, "Training
+not forgotten, at a lower learning rate for a few epochs. Measured on Flickr8k: dev cosine 0.81 ->
+0.93, heads on the adapted student dev R@10 0.658 against MiniLM's 0.678 in the same measurement (README, "Training
 on real captions").
 
 Only the training captions enter the fit; the held-out captions are used to report the cosine to
@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.encoders.distillation.recipe import DistillationRecipe, Teacher, recipe_sample
+from models.encoders.distillation.recipe import DistillationRecipe, Teacher, one_minus_cosine, recipe_sample
 
 EPOCHS = 3
 LEARNING_RATE = 1e-3  # a third of the distillation's: the student starts fitted
@@ -41,12 +41,6 @@ class StudentAdaptation:
 
     def record(self) -> dict:
         return asdict(self)
-
-
-def _one_minus_cosine(truth, guess):
-    import keras  # noqa: PLC0415
-
-    return 1.0 - keras.ops.sum(truth * guess, axis=-1)
 
 
 def mean_cosine(student, tokenizer, texts: Sequence[str], targets: np.ndarray, max_tokens: int) -> float:
@@ -80,7 +74,7 @@ def adapt_student(student, tokenizer, captions: Sequence[str], held_out: Sequenc
     # text encoder it sits in saves no training state.
     fitting = keras.Model(student.inputs, student.outputs, name="student_adaptation")
     fitting.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps, alpha=0.05)),
-                    loss=_one_minus_cosine)
+                    loss=one_minus_cosine)
     fitting.fit(inputs, np.concatenate([caption_targets, targets]), batch_size=recipe.batch_size, epochs=EPOCHS,
                 shuffle=True, verbose=0)
     student.trainable = was_trainable

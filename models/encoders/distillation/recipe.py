@@ -143,6 +143,13 @@ def teacher_targets(recipe: DistillationRecipe, teacher: Teacher, texts: Sequenc
     return targets, lone
 
 
+def one_minus_cosine(truth, guess):
+    """The distillation loss: 1 - cosine of the student's unit vector to the teacher's."""
+    import keras  # noqa: PLC0415
+
+    return 1.0 - keras.ops.sum(truth * guess, axis=-1)
+
+
 def fit_student(recipe: DistillationRecipe, tokenizer, texts: Sequence[str], targets: np.ndarray,
                 lone_token_vectors: np.ndarray):
     """Start from the lone-token vectors, fit to the targets with a cosine-decayed learning rate
@@ -157,8 +164,7 @@ def fit_student(recipe: DistillationRecipe, tokenizer, texts: Sequence[str], tar
     keras.utils.set_random_seed(recipe.seed)
     steps = recipe.epochs * -(-len(texts) // recipe.batch_size)
     learning_rate = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, steps, alpha=0.05)
-    student.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                    loss=lambda truth, guess: 1.0 - keras.ops.sum(truth * guess, axis=-1))
+    student.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=one_minus_cosine)
     student.fit(inputs, targets, batch_size=recipe.batch_size, epochs=recipe.epochs, shuffle=True, verbose=0,
                 callbacks=[_print_epochs(recipe.epochs)])
     print(f"  student fitted in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
@@ -197,13 +203,22 @@ def _targets_path(recipe: DistillationRecipe, stamp: dict) -> str:
     return cache.cache_file("teacher-targets", key, ".npz")
 
 
+def _read_targets(path: str, rows: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(targets, lone-token vectors) from a cache file holding ``rows`` targets, else None."""
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as stored:
+        if stored["targets"].shape[0] != rows:
+            return None
+        return stored["targets"], stored["lone"]
+
+
 def _cached_targets(recipe: DistillationRecipe, teacher: Teacher, texts: list[str], words: list[str],
                     stamp: dict) -> tuple[np.ndarray, np.ndarray]:
     path = _targets_path(recipe, stamp)
-    if os.path.exists(path):
-        with np.load(path) as stored:
-            if stored["targets"].shape[0] == len(texts) + len(words):
-                return stored["targets"], stored["lone"]
+    stored = _read_targets(path, len(texts) + len(words))
+    if stored is not None:
+        return stored
     targets, lone = teacher_targets(recipe, teacher, texts, words)
     with files.atomic_path(path, ".npz") as temp:
         np.savez(temp, targets=targets, lone=lone)
@@ -220,11 +235,9 @@ def recipe_sample(recipe: DistillationRecipe, teacher: Teacher, count: int,
     texts, words = training_texts(recipe, teacher.tokenizer.tokens)
     rows = np.sort(np.random.default_rng(recipe.seed).permutation(len(texts))[:count])
     sample = [texts[row] for row in rows]
-    path = _targets_path(recipe, weights_stamp(teacher_weights))
-    if os.path.exists(path):
-        with np.load(path) as stored:
-            if stored["targets"].shape[0] == len(texts) + len(words):
-                return sample, np.asarray(stored["targets"][rows])
+    stored = _read_targets(_targets_path(recipe, weights_stamp(teacher_weights)), len(texts) + len(words))
+    if stored is not None:
+        return sample, np.asarray(stored[0][rows])
     return sample, teacher.embed(sample, recipe.max_tokens)
 
 
