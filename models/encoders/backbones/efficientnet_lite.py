@@ -110,9 +110,10 @@ def _features(pixels, resize_to: int | None, pooling: str = "avg"):
         x = _relu6(prefix + "depthwise_relu6")(_bn(prefix + "bn1")(x))
         x = keras.layers.Conv2D(filters_out, 1, padding="same", use_bias=False, name=prefix + "project_conv")(x)
         x = _bn(prefix + "bn2")(x)
-        if stride == 1 and filters_in == filters_out:
+        residual = stride == 1 and filters_in == filters_out
+        if residual:
             x = keras.layers.Add(name=prefix + "add")([x, inputs])
-        stage_outputs[_last_layer_name(prefix, stride, filters_in, filters_out)] = x
+        stage_outputs[prefix + ("add" if residual else "bn2")] = x  # the block's output, by its layer name
     x = keras.layers.Conv2D(FEATURES, 1, padding="same", use_bias=False, name="conv_head")(x)
     x = _relu6("head_relu6")(_bn("bn1")(x))
     pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -121,10 +122,6 @@ def _features(pixels, resize_to: int | None, pooling: str = "avg"):
     parts = [keras.layers.GlobalAveragePooling2D(name=f"{block}_pool")(stage_outputs[block]) for block in MULTI_SCALE_BLOCKS]
     return keras.layers.Concatenate(name="multi_scale_pool")([pooled, *parts])
 
-
-def _last_layer_name(prefix: str, stride: int, filters_in: int, filters_out: int) -> str:
-    """The name of a block's output layer: its residual add, or its last BatchNorm."""
-    return prefix + ("add" if stride == 1 and filters_in == filters_out else "bn2")
 
 
 def _torch_prefix(layer_name: str) -> str:
