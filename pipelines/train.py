@@ -114,14 +114,18 @@ def _head_kind(args: argparse.Namespace, trainable: bool, training_photos: int) 
     return None
 
 
+def _cells(recall: dict) -> str:
+    """``R@1/R@5/R@10`` of a recall record, as the output prints it."""
+    return "/".join(f"{recall[k]:.3f}" for k in ("1", "5", "10"))
+
+
 def _check_improved(history: dict, allow_worse: bool) -> None:
     """Refuse to publish heads that score below the caption-free model on the held-out split."""
     if history.get("improved", True) or history.get("best_epoch") == 0 or allow_worse:
         return  # better, or the caption-free start itself was kept
-    cells = lambda r: "/".join(f"{r[k]:.3f}" for k in ("1", "5", "10"))  # noqa: E731
     raise BeamlensError(
         f"the trained model scores below the caption-free model on the held-out split (R@1/5/10 "
-        f"{cells(history['recall_after'])} against {cells(history['recall_before'])}, "
+        f"{_cells(history['recall_after'])} against {_cells(history['recall_before'])}, "
         f"{history['recall_split_images']} photos): nothing was written. Use `beamlens export-pretrained` "
         "for the caption-free model, give more captioned photos, or pass --allow-worse to publish it anyway")
 
@@ -182,7 +186,9 @@ def _recipe(args: argparse.Namespace, head: str | None, training_photos: int):
     small = training_photos < SMALL_CORPUS
     anchor, weight_decay = 0.0, TrainOptions.weight_decay
     if head == linear_heads.HEAD_KIND:
-        learning_rate, batch_size, weight_decay, extra = 2e-3, 512, 1e-2, linear_heads.LinearHeads().extra()
+        learning_rate, batch_size = linear_heads.LEARNING_RATE, linear_heads.BATCH_SIZE
+        weight_decay = linear_heads.WEIGHT_DECAY
+        extra = linear_heads.LinearHeads().extra()
         print(f"heads: linear with input dropout on multi-scale image features (learning rate "
               f"{args.learning_rate or learning_rate:g}; {training_photos} training photos)", flush=True)
     elif head:
@@ -239,9 +245,8 @@ def main(argv: list[str]) -> int:
     train_seconds = time.perf_counter() - started
     if "recall_before" in history:
         before, after = history["recall_before"], history["recall_after"]
-        cells = lambda r: "/".join(f"{r[k]:.3f}" for k in ("1", "5", "10"))  # noqa: E731
         print(f"held-out R@1/5/10 ({history['recall_split_images']} photos): before training (caption-free) "
-              f"{cells(before)}, after {cells(after)} (best epoch {history['best_epoch']}"
+              f"{_cells(before)}, after {_cells(after)} (best epoch {history['best_epoch']}"
               + (", the caption-free start: training did not improve on it" if history["best_epoch"] == 0 else "")
               + ")", flush=True)
         _check_improved(history, args.allow_worse)
