@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 FLICKR8K = Path(os.environ.get("BEAMLENS_SHARED", ROOT.parent / "shared")) / "testdata" / "flickr8k"
 
 
@@ -54,7 +55,6 @@ RECIPES = {
 def cache_features(work: Path) -> None:
     """Multi-scale image features (the first 1280 columns are the pooled head) and MiniLM caption vectors."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(ROOT))
     from models.corpora.coco import load_coco_captions  # noqa: PLC0415
     from models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
     from models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path  # noqa: PLC0415
@@ -76,7 +76,7 @@ def cache_features(work: Path) -> None:
         np.save(work / f"{split}-owner.npy", owner)  # last: marks the split complete
 
 
-def _tower(width: int, recipe: Recipe, dropout: float, hidden: int):
+def _tower(width: int, dropout: float, hidden: int):
     import keras  # noqa: PLC0415
 
     inputs = keras.Input((width,))
@@ -89,9 +89,11 @@ def _tower(width: int, recipe: Recipe, dropout: float, hidden: int):
 
 
 def recall(captions: np.ndarray, images: np.ndarray, owner: np.ndarray) -> dict[int, float]:
-    top = np.argsort(-(captions @ images.T), axis=1)[:, :10]
-    hits = top == owner[:, None]
-    return {k: float(hits[:, :k].any(axis=1).mean()) for k in (1, 5, 10)}
+    """Text -> image R@1/5/10 with the project's exact search and metric (models/knn.py)."""
+    from models.knn import exact_knn, top_k_accuracy  # noqa: PLC0415
+
+    ranked = exact_knn(captions, images, 10)[0]
+    return top_k_accuracy(ranked.tolist(), owner.tolist(), (1, 5, 10))
 
 
 def fit(work: Path, recipe: Recipe, epochs: int, seed: int = 0) -> tuple[dict[int, float], int, float]:
@@ -105,8 +107,8 @@ def fit(work: Path, recipe: Recipe, epochs: int, seed: int = 0) -> tuple[dict[in
     owner, dev_owner = np.load(work / "train-owner.npy"), np.load(work / "dev-owner.npy")
     captions_of = [np.flatnonzero(owner == i) for i in range(len(train_images))]
     tf.keras.utils.set_random_seed(seed)
-    vision = _tower(train_images.shape[1], recipe, recipe.image_dropout, recipe.hidden)
-    text = _tower(train_captions.shape[1], recipe, recipe.text_dropout, 0)
+    vision = _tower(train_images.shape[1], recipe.image_dropout, recipe.hidden)
+    text = _tower(train_captions.shape[1], recipe.text_dropout, 0)
     log_scale = tf.Variable(np.log(1 / recipe.temperature), dtype=tf.float32)
     optimizer = tf.keras.optimizers.AdamW(recipe.learning_rate, weight_decay=1e-2)
     variables = vision.trainable_variables + text.trainable_variables + ([log_scale] if recipe.learn_temperature else [])
