@@ -42,6 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.encoders.backbones.static_minilm import NAME as STUDENT_BACKBONE  # adapted to the captions first
 from models.encoders.dual import make_loss
 from models.encoders.towers import EncoderConfig, build_text_encoder, build_vision_encoder, projection_head
 from models.errors import BeamlensError
@@ -49,7 +50,6 @@ from models.encoders.preprocessing import preprocess_image_bytes
 from models.io import files
 from models.knn import exact_knn, top_k_accuracy
 
-STUDENT_BACKBONE = "minilm_static"  # linear heads on it adapt it to the training captions first
 IMAGE_FEATURES = "image_features"
 TEXT_FEATURES = "text_features"
 
