@@ -8,6 +8,21 @@ dependencies are listed here.
 
 from setuptools import find_packages, setup
 
+# The source keeps the design card's top-level folders; they install under one import namespace,
+# ``beamlens`` (beamlens/ holds the public API), so nothing else lands at the top of site-packages.
+SOURCE_FOLDERS = ("models", "pipelines", "transforms")
+
+
+def _namespaced_packages() -> tuple[list[str], dict[str, str]]:
+    """Every package as ``beamlens.<folder>...`` and the folder each top one comes from."""
+    packages = find_packages(include=["beamlens", "beamlens.*"])
+    for folder in SOURCE_FOLDERS:
+        packages += [f"beamlens.{name}" for name in find_packages(include=[folder, f"{folder}.*"])]
+    return packages, {f"beamlens.{folder}": folder for folder in SOURCE_FOLDERS}
+
+
+PACKAGES, PACKAGE_DIR = _namespaced_packages()
+
 TFLITE_SUPPORT_RUNTIME_DEPS = ["absl-py>=1.0", "flatbuffers>=23.5", "sounddevice>=0.4", "pybind11>=2.6"]
 SERVE_DEPS = ["starlette>=1.0,<2", "uvicorn>=0.30", "python-multipart>=0.0.9"]
 
@@ -22,9 +37,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10,<3.12",
-    packages=find_packages(include=["pipelines", "pipelines.*", "models", "models.*", "transforms", "transforms.*"]),
+    packages=PACKAGES,
+    package_dir=PACKAGE_DIR,
     include_package_data=True,
-    package_data={"models.encoders": ["data/*.txt"]},  # the ImageNet class names (models/encoders/imagenet_labels.py)
+    package_data={"beamlens.models.encoders": ["data/*.txt"]},  # the ImageNet class names (models/encoders/imagenet_labels.py)
     install_requires=[
         "apache-beam[gcp]>=2.77,<2.78",
         "tensorflow>=2.21,<2.22",
@@ -53,5 +69,5 @@ setup(
                 "safetensors>=0.4", "onnxruntime>=1.17", "hypothesis>=6",
                 *SERVE_DEPS, "httpx2>=2.16", "playwright>=1.45"],
     },
-    entry_points={"console_scripts": ["beamlens=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["beamlens=beamlens.pipelines.cli:main"]},
 )

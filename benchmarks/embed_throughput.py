@@ -80,7 +80,7 @@ def cpu_seconds() -> float:
 
 def make_default_corpus(folder: Path, count: int) -> list[Path]:
     """The offline default corpus (synthetic scenes, 128x128), train split only; images moved into ``folder``."""
-    from models.corpora.synthetic import CorpusOptions, corpus_paths, write_corpus  # noqa: PLC0415
+    from beamlens.models.corpora.synthetic import CorpusOptions, corpus_paths, write_corpus  # noqa: PLC0415
 
     write_corpus(folder.parent / f"{folder.name}-corpus", CorpusOptions(num_images=count, image_size=128, val_fraction=0.01))
     source = corpus_paths(folder.parent / f"{folder.name}-corpus")["images"]["train"]
@@ -97,7 +97,7 @@ def bare_predict(model_path: Path, paths: list[Path], image_size: int, batch_siz
     """(decode images/s, predict images/s, predict CPU seconds per image) in this process."""
     import keras  # noqa: PLC0415
 
-    from models.encoders.preprocessing import preprocess_image_bytes  # noqa: PLC0415
+    from beamlens.models.encoders.preprocessing import preprocess_image_bytes  # noqa: PLC0415
 
     started = time.perf_counter()
     pixels = np.stack([preprocess_image_bytes(p.read_bytes(), image_size) for p in paths])
@@ -112,7 +112,7 @@ def bare_predict(model_path: Path, paths: list[Path], image_size: int, batch_siz
 
 def pipeline_seconds(model_path: Path, folder: Path, out: Path, batch_size: int, workers: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds incl. worker processes) of one ``beamlens embed`` run."""
-    from pipelines import embed_images  # noqa: PLC0415
+    from beamlens.pipelines import embed_images  # noqa: PLC0415
 
     started, cpu = time.perf_counter(), cpu_seconds()
     embed_images.run(
@@ -192,7 +192,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="beamlens-bench-"))
     try:
         model_path = Path(args.model) if args.model else build_default_sized_encoder(work / "encoder.keras")
-        from models.encoders.inputs import model_image_size  # noqa: PLC0415
+        from beamlens.models.encoders.inputs import model_image_size  # noqa: PLC0415
 
         image_size = model_image_size(str(model_path))
         small_n, large_n = max(args.images // 4, args.batch_size), args.images

@@ -21,9 +21,9 @@ from typing import Sequence
 
 import numpy as np
 
-from models.knn import exact_knn
-from models.searcher import autotune
-from models.searcher.options import DOT_PRODUCT
+from beamlens.models.knn import exact_knn
+from beamlens.models.searcher import autotune
+from beamlens.models.searcher.options import DOT_PRODUCT
 
 TARGET_RECALL = 0.95
 K = 10

@@ -55,10 +55,10 @@ RECIPES = {
 def cache_features(work: Path) -> None:
     """Multi-scale image features (the first 1280 columns are the pooled head) and MiniLM caption vectors."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from models.corpora.coco import load_coco_captions  # noqa: PLC0415
-    from models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
-    from models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path  # noqa: PLC0415
-    from models.training.heads import cache_image_features, cache_text_features  # noqa: PLC0415
+    from beamlens.models.corpora.coco import load_coco_captions  # noqa: PLC0415
+    from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
+    from beamlens.models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path  # noqa: PLC0415
+    from beamlens.models.training.heads import cache_image_features, cache_text_features  # noqa: PLC0415
 
     image_backbone = build_image_backbone(BackboneConfig("efficientnet_lite0", image_size=224,
                                                          options={"pooling": "multi_scale"}))
@@ -90,7 +90,7 @@ def _tower(width: int, dropout: float, hidden: int):
 
 def recall(captions: np.ndarray, images: np.ndarray, owner: np.ndarray) -> dict[int, float]:
     """Text -> image R@1/5/10 with the project's exact search and metric (models/knn.py)."""
-    from models.knn import exact_knn, top_k_accuracy  # noqa: PLC0415
+    from beamlens.models.knn import exact_knn, top_k_accuracy  # noqa: PLC0415
 
     ranked = exact_knn(captions, images, 10)[0]
     return top_k_accuracy(ranked.tolist(), owner.tolist(), (1, 5, 10))

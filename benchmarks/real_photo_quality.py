@@ -48,7 +48,7 @@ KS = ("1", "5", "10")
 
 def beamlens(*args: str) -> None:
     print("$ beamlens " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, check=True,
+    subprocess.run([sys.executable, "-m", "beamlens.pipelines.cli", *args], cwd=ROOT, check=True,
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=sys.stderr)
 
 

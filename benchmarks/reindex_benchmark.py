@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests import embed_helpers  # noqa: PLC0415
 
     embed_helpers.install_coco_shim()
-    from pipelines import reindex  # noqa: PLC0415
+    from beamlens.pipelines import reindex  # noqa: PLC0415
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="reindex-bench-"))
     images, out = work / "images", work / "index"

@@ -130,7 +130,7 @@ def time_text(model_path: str, texts: list[str], searcher: bool, max_results: in
 
 def scann_side_by_side(npy: str, queries: np.ndarray, num_leaves: int, leaves: list[int], score: str) -> dict:
     """(tflite process) scann pybind on the same vectors: single-query latency and ids per leaves searched."""
-    from models import compat  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
 
     pybind = compat.import_scann_pybind()
     db = np.load(npy)
@@ -156,11 +156,11 @@ def scann_side_by_side(npy: str, queries: np.ndarray, num_leaves: int, leaves: l
 # Builds in their own process (for peak memory)
 # ---------------------------------------------------------------------------------------------
 def _build_child(spec: dict) -> None:
-    from models import compat  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
 
     compat.prepare_tflite_process()
-    from models.searcher import options as o  # noqa: PLC0415
-    from models.searcher.scann_build import build_index  # noqa: PLC0415
+    from beamlens.models.searcher import options as o  # noqa: PLC0415
+    from beamlens.models.searcher.scann_build import build_index  # noqa: PLC0415
 
     opts = None
     if spec.get("score") == "ah":
@@ -208,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         convert_embedder(args.convert_embedder)
         return 0
 
-    from models import compat  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
 
     compat.prepare_tflite_process()  # this process: Task Library only; TF runs in subprocesses
-    from models.searcher import attach_index, read_searcher, rewrite_leaves_to_search  # noqa: PLC0415
+    from beamlens.models.searcher import attach_index, read_searcher, rewrite_leaves_to_search  # noqa: PLC0415
 
     work = args.workdir or tempfile.mkdtemp(prefix="beamlens-searcher-bench-")
     os.makedirs(work, exist_ok=True)

@@ -62,7 +62,7 @@ def time_queries(model_path: str, texts: list[str], searcher: bool, threads: int
 
 
 def coco_captions(count: int) -> list[str]:
-    from models.corpora.coco import load_coco_captions  # noqa: PLC0415
+    from beamlens.models.corpora.coco import load_coco_captions  # noqa: PLC0415
 
     folder = os.path.join(SHARED, "testdata", "coco-mini-cc", "annotations")
     captions = [c for split in ("val2017", "train2017")
@@ -75,9 +75,9 @@ def text_encoder(args: argparse.Namespace):
     """(model, max_tokens, vocab path, description)."""
     import keras  # noqa: PLC0415
 
-    from models.encoders.backbones import _load_all  # noqa: PLC0415
-    from models.encoders.backbones.minilm import vocab_path  # noqa: PLC0415
-    from models.encoders.towers import EncoderConfig, build_text_encoder  # noqa: PLC0415
+    from beamlens.models.encoders.backbones import _load_all  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.minilm import vocab_path  # noqa: PLC0415
+    from beamlens.models.encoders.towers import EncoderConfig, build_text_encoder  # noqa: PLC0415
 
     if args.model_dir:
         _load_all()
@@ -109,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from benchmarks.text_embedder_benchmark import time_queries as timed  # by module name, not __main__ (call_tflite)
-    from models import compat  # noqa: PLC0415
-    from models.export import metadata as tflite_metadata
-    from models.encoders.bert_tokenizer import load_caption_tokenizer  # noqa: PLC0415
-    from models.export.encoders import export_text_embedder  # noqa: PLC0415
-    from models.searcher import attach_index, build_index  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
+    from beamlens.models.export import metadata as tflite_metadata
+    from beamlens.models.encoders.bert_tokenizer import load_caption_tokenizer  # noqa: PLC0415
+    from beamlens.models.export.encoders import export_text_embedder  # noqa: PLC0415
+    from beamlens.models.searcher import attach_index, build_index  # noqa: PLC0415
 
     work = args.workdir or tempfile.mkdtemp(prefix="beamlens-text-embedder-bench-")
     os.makedirs(work, exist_ok=True)
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(rows[-1], flush=True)
     print("\n".join(rows))
     out = args.out or os.path.join(work, "text_embedder_benchmark.json")
-    from models.io.files import write_text_atomically  # noqa: PLC0415
+    from beamlens.models.io.files import write_text_atomically  # noqa: PLC0415
 
     write_text_atomically(out, json.dumps(report, indent=2))
     print(f"wrote {out}")

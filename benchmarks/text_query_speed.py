@@ -75,8 +75,8 @@ class Measured:
 def export_text(model_dir: Path, quantize: str | None, out: Path) -> str:
     """The text embedder of a model folder at its own length (24 in the demo), float or int8, as
     ``beamlens export-text-embedder --model-dir`` makes it (its library calls)."""
-    from models.export.encoders import export_text_embedder  # noqa: PLC0415
-    from pipelines.export_text_embedder import trained_text_source  # noqa: PLC0415
+    from beamlens.models.export.encoders import export_text_embedder  # noqa: PLC0415
+    from beamlens.pipelines.export_text_embedder import trained_text_source  # noqa: PLC0415
 
     if not out.exists():
         source = trained_text_source(str(model_dir))
@@ -87,8 +87,8 @@ def export_text(model_dir: Path, quantize: str | None, out: Path) -> str:
 
 def searcher_on_demo(candidate: Candidate, embedder: str, work: Path) -> tuple[str, dict]:
     """(TextSearcher over the demo's items, the evaluate report on its held-out captions)."""
-    from models.search.report import EvaluationRequest, evaluate_searcher  # noqa: PLC0415
-    from models.searcher.build import SearcherRequest, build_searchers  # noqa: PLC0415
+    from beamlens.models.search.report import EvaluationRequest, evaluate_searcher  # noqa: PLC0415
+    from beamlens.models.searcher.build import SearcherRequest, build_searchers  # noqa: PLC0415
 
     shards = [str(candidate.demo / "shards" / split) for split in ("train", "val")]
     folder = work / candidate.slug
@@ -106,7 +106,7 @@ def image_vectors(vision_encoder: Path, paths: list[str]) -> np.ndarray:
     evaluation embedder: the same preprocessing as Beam)."""
     import keras  # noqa: PLC0415
 
-    from models.training.evaluation import EncoderModels, embed_images  # noqa: PLC0415
+    from beamlens.models.training.evaluation import EncoderModels, embed_images  # noqa: PLC0415
 
     model = keras.saving.load_model(str(vision_encoder), compile=False)
     vision_only = EncoderModels(vision=model, text=None, vocab=None, image_size=int(model.inputs[0].shape[1]), max_tokens=0)
@@ -115,7 +115,7 @@ def image_vectors(vision_encoder: Path, paths: list[str]) -> np.ndarray:
 
 def coco_split(split: str) -> tuple[list[str], list[str], np.ndarray]:
     """(photo paths, captions, the photo row of each caption) of one coco-mini-cc split."""
-    from models.corpora.coco import load_coco_captions  # noqa: PLC0415
+    from beamlens.models.corpora.coco import load_coco_captions  # noqa: PLC0415
 
     images = load_coco_captions(str(COCO_MINI / "annotations" / f"captions_{split}.json"))
     captions = [(row, caption) for row, image in enumerate(images) for caption in image.captions]
@@ -124,7 +124,7 @@ def coco_split(split: str) -> tuple[list[str], list[str], np.ndarray]:
 
 def recall_at_10(text: np.ndarray, images: np.ndarray, own: np.ndarray) -> float:
     """A caption's own photo among the 10 first: THE metric of ``beamlens evaluate-encoder``."""
-    from models.training.evaluation import top_k_accuracy  # noqa: PLC0415
+    from beamlens.models.training.evaluation import top_k_accuracy  # noqa: PLC0415
 
     return float(top_k_accuracy(text, own, images, ks=(10,))["top_k_accuracy"]["10"])
 
@@ -148,14 +148,14 @@ class RealPhotos:
         return self._vectors[key]
 
     def recall(self, caption_free: Path, embedder: str) -> dict[str, float]:
-        from models.search.runtime import embed_text  # noqa: PLC0415
+        from beamlens.models.search.runtime import embed_text  # noqa: PLC0415
 
         vectors = self.vectors(caption_free)
         return {split: recall_at_10(embed_text(embedder, captions), vectors[split], own)
                 for split, (_, captions, own) in self.splits.items()}
 
     def all_items_and_queries(self, caption_free: Path, embedder: str) -> tuple[np.ndarray, np.ndarray]:
-        from models.search.runtime import embed_text  # noqa: PLC0415
+        from beamlens.models.search.runtime import embed_text  # noqa: PLC0415
 
         vectors = self.vectors(caption_free)
         captions = [c for _, texts, _ in self.splits.values() for c in texts]
@@ -174,11 +174,11 @@ def measure(candidate: Candidate, work: Path, photos: RealPhotos) -> Measured:
 
 def seed_scale(measured: Measured, photos: RealPhotos, work: Path, emit) -> None:
     """Calibrate hard synthetic vectors on the real sets, index 123,287 of them, sweep leaves."""
-    from models import compat  # noqa: PLC0415
-    from models.knn import exact_knn  # noqa: PLC0415
-    from models.search.evaluation import ann_recall, read_shard_items  # noqa: PLC0415
-    from models.search.runtime import embed_text  # noqa: PLC0415
-    from models.searcher import attach_index, build_index, read_searcher, rewrite_leaves_to_search  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
+    from beamlens.models.knn import exact_knn  # noqa: PLC0415
+    from beamlens.models.search.evaluation import ann_recall, read_shard_items  # noqa: PLC0415
+    from beamlens.models.search.runtime import embed_text  # noqa: PLC0415
+    from beamlens.models.searcher import attach_index, build_index, read_searcher, rewrite_leaves_to_search  # noqa: PLC0415
 
     from benchmarks.searcher_benchmark import time_text  # noqa: PLC0415
 
@@ -218,7 +218,7 @@ def _leaf_sweep(num_leaves: int, chosen: int) -> list[int]:
 
 def _held_out(demo: Path, limit: int = 500) -> list[str]:
     """The first ``limit`` held-out captions of a demo: the queries of the seed-scale run."""
-    from models.search.evaluation import load_caption_queries  # noqa: PLC0415
+    from beamlens.models.search.evaluation import load_caption_queries  # noqa: PLC0415
 
     return [q.caption for q in load_caption_queries(str(demo / "corpus" / "annotations" / "captions_val.json"))[:limit]]
 

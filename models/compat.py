@@ -178,7 +178,7 @@ class _TFLiteWorker:
             p for p in [project_root, env.get("PYTHONPATH", "")] if p
         )
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "models.compat", "--serve"],
+            [sys.executable, "-m", "beamlens.models.compat", "--serve"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,

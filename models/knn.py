@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 DOT_PRODUCT = "dot_product"
 SQUARED_L2 = "squared_l2"

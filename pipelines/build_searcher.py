@@ -8,8 +8,8 @@ writes ``<out>/text_searcher.tflite`` (text -> image search), ``<out>/image_sear
 ``<out>/searcher_report.json`` (what was chosen and why, measured recall). Both searchers share
 ONE built index.
 
-The work is one library call, ``models.searcher.build.build_searchers`` (THE shard reader, the
-ScaNN build, the attach step; see there); ``beamlens reindex`` makes the same call. The index
+The work is one library call, ``beamlens.build_searcher`` (models/searcher/build.py: THE shard
+reader, the ScaNN build, the attach step; see there); ``beamlens reindex`` makes the same call. The index
 options are defined once, in ``pipelines.index_options.add_index_arguments``.
 """
 
@@ -19,8 +19,8 @@ import argparse
 import sys
 from typing import Any, Sequence
 
-from models.searcher.build import build_searchers
-from pipelines.index_options import add_index_arguments, searcher_request
+from beamlens.models.searcher.build import build_searcher
+from beamlens.pipelines.index_options import add_index_arguments, searcher_request
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Parsed arguments -> the searchers; returns the build summary."""
-    return build_searchers(searcher_request(args, args.shards, args.out, args.text_embedder, args.image_embedder))
+    """Parsed arguments -> the searchers (``beamlens.build_searcher``); returns the build summary."""
+    return build_searcher(searcher_request(args, args.shards, args.out, args.text_embedder, args.image_embedder)).report
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,24 +29,24 @@ import os
 import sys
 from typing import Sequence
 
-from models.compat import filter_native_stderr
-from models.errors import BeamlensError
+from beamlens.models.compat import filter_native_stderr
+from beamlens.models.errors import BeamlensError
 
 # name -> (module, one-line help). Listed in the order a user meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "make-corpus": ("pipelines.make_corpus", "write the synthetic captioned default corpus (COCO layout)"),
-    "train": ("pipelines.train", "train the dual encoder and export .keras / .tflite encoders"),
-    "evaluate-encoder": ("pipelines.evaluate_encoder", "top-k retrieval accuracy of trained encoders"),
-    "export-text-embedder": ("pipelines.export_text_embedder", "re-export a text embedder .tflite (float or int8)"),
-    "export-pretrained": ("pipelines.export_pretrained", "a pretrained image backbone as embedder (.keras + .tflite), no training"),
-    "embed": ("pipelines.embed_images", "Beam: embed a COCO layout or image glob into TFRecord shards"),
-    "build-searcher": ("pipelines.build_searcher", "merge shards and export TFLite searchers (ScaNN index)"),
-    "inspect": ("pipelines.inspect_searcher", "show the index, metadata and items of a searcher file"),
-    "search": ("pipelines.search", "query a searcher with text or an image (Task Library)"),
-    "serve": ("pipelines.serve", "a live search page and JSON API to try searchers in the browser"),
-    "evaluate": ("pipelines.evaluate", "quality and latency report of a searcher"),
-    "reindex": ("pipelines.reindex", "incremental re-embed and re-build; moves the LATEST pointer"),
-    "demo": ("pipelines.demo", "the whole chain on the default corpus"),
+    "make-corpus": ("beamlens.pipelines.make_corpus", "write the synthetic captioned default corpus (COCO layout)"),
+    "train": ("beamlens.pipelines.train", "train the dual encoder and export .keras / .tflite encoders"),
+    "evaluate-encoder": ("beamlens.pipelines.evaluate_encoder", "top-k retrieval accuracy of trained encoders"),
+    "export-text-embedder": ("beamlens.pipelines.export_text_embedder", "re-export a text embedder .tflite (float or int8)"),
+    "export-pretrained": ("beamlens.pipelines.export_pretrained", "a pretrained image backbone as embedder (.keras + .tflite), no training"),
+    "embed": ("beamlens.pipelines.embed_images", "Beam: embed a COCO layout or image glob into TFRecord shards"),
+    "build-searcher": ("beamlens.pipelines.build_searcher", "merge shards and export TFLite searchers (ScaNN index)"),
+    "inspect": ("beamlens.pipelines.inspect_searcher", "show the index, metadata and items of a searcher file"),
+    "search": ("beamlens.pipelines.search", "query a searcher with text or an image (Task Library)"),
+    "serve": ("beamlens.pipelines.serve", "a live search page and JSON API to try searchers in the browser"),
+    "evaluate": ("beamlens.pipelines.evaluate", "quality and latency report of a searcher"),
+    "reindex": ("beamlens.pipelines.reindex", "incremental re-embed and re-build; moves the LATEST pointer"),
+    "demo": ("beamlens.pipelines.demo", "the whole chain on the default corpus"),
 }
 
 

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from models.corpora.real_photos import REAL_PHOTOS, REAL_QUERIES, skimage_data_dir, stage_real_photos  # noqa: F401 (re-exported)
-from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
-from models.errors import BeamlensError
-from models.export import model_folder
-from pipelines.demo_plan import (  # noqa: F401 (re-exported: the demo's recipe)
+from beamlens.models.corpora.real_photos import REAL_PHOTOS, REAL_QUERIES, skimage_data_dir, stage_real_photos  # noqa: F401 (re-exported)
+from beamlens.models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
+from beamlens.models.errors import BeamlensError
+from beamlens.models.export import model_folder
+from beamlens.pipelines.demo_plan import (  # noqa: F401 (re-exported: the demo's recipe)
     EXAMPLE_QUERIES, PRETRAINED, SCRATCH, Step, beamlens_argv, choose_backbones, plan_real_photo_steps, plan_steps,
     real_photo_text_backbone,
 )

@@ -7,10 +7,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.corpora.real_photos import REAL_QUERIES
-from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
-from models.errors import BeamlensError
-from models.export import model_folder
+from beamlens.models.corpora.real_photos import REAL_QUERIES
+from beamlens.models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
+from beamlens.models.errors import BeamlensError
+from beamlens.models.export import model_folder
 
 EXAMPLE_QUERIES = (
     "a red circle on a white background",
@@ -42,7 +42,7 @@ def choose_backbones(choice: str, text_backbone: str | None = None) -> dict[str,
     MiniLM with trained heads reach top-10 0.960 / attribute recall@10 0.985 in about 3 minutes;
     the from-scratch pair 0.66-0.85 / 0.75-0.90 (it varies run to run) in about 4-5 minutes.
     """
-    from models.encoders.backbones.wheels import installed  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.wheels import installed  # noqa: PLC0415
 
     if choice == "scratch":
         if text_backbone:
@@ -56,7 +56,7 @@ def choose_backbones(choice: str, text_backbone: str | None = None) -> dict[str,
 
 
 def beamlens_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli", *args]
+    return [sys.executable, "-m", "beamlens.pipelines.cli", *args]
 
 
 def plan_steps(workdir: Path, num_images: int, epochs: int | None, backbones: dict[str, str] = SCRATCH) -> list[Step]:

@@ -5,7 +5,7 @@
 
 Quality (top-k through the real TextSearcher and through exact numpy search, ANN recall) and speed
 (latency percentiles, a leaves-searched sweep) of a searcher, as report.json / .html / .png in --out.
-The work is one library call, ``models.search.report.evaluate_searcher`` (its docstring has the detail).
+The work is one library call, ``beamlens.evaluate`` (models/search/report.py; its docstring has the detail).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import argparse
 import os
 from typing import Any
 
-from models.search import evaluation as ev
-from models.search.report import REPORT_HTML, EvaluationRequest, evaluate_searcher
+from beamlens.models.search import evaluation as ev
+from beamlens.models.search.report import REPORT_HTML, EvaluationRequest, evaluate as evaluate_request
 
 
 def _int_list(text: str) -> list[int]:
@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    """Parsed arguments -> the report (see models/search/report.py)."""
-    return evaluate_searcher(EvaluationRequest(**vars(args)))
+    """Parsed arguments -> the report (``beamlens.evaluate``; see models/search/report.py)."""
+    return evaluate_request(EvaluationRequest(**vars(args))).report
 
 
 def main(argv: list[str]) -> int:

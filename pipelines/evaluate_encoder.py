@@ -17,8 +17,8 @@ import argparse
 import json
 import os
 
-from models.export import model_folder
-from models.errors import BeamlensError
+from beamlens.models.export import model_folder
+from beamlens.models.errors import BeamlensError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -38,10 +38,10 @@ def load_models(model_dir: str):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras  # noqa: PLC0415
 
-    import models.encoders.backbones  # noqa: F401,PLC0415 (registers custom layers a backbone may use)
-    from models.encoders.backbones import _load_all  # noqa: PLC0415
-    from models.training.evaluation import EncoderModels  # noqa: PLC0415
-    from models.encoders.bert_tokenizer import load_caption_tokenizer  # noqa: PLC0415
+    import beamlens.models.encoders.backbones  # noqa: F401,PLC0415 (registers custom layers a backbone may use)
+    from beamlens.models.encoders.backbones import _load_all  # noqa: PLC0415
+    from beamlens.models.training.evaluation import EncoderModels  # noqa: PLC0415
+    from beamlens.models.encoders.bert_tokenizer import load_caption_tokenizer  # noqa: PLC0415
 
     _load_all()
     needed = (model_folder.CONFIG, model_folder.VISION_ENCODER, model_folder.TEXT_ENCODER, model_folder.VOCAB)
@@ -60,10 +60,10 @@ def load_models(model_dir: str):
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     models, config = load_models(args.model_dir)
-    from models.corpora.coco import split_name_from_captions_file  # noqa: PLC0415
-    from models.training.evaluation import evaluate_split  # noqa: PLC0415
-    from models.io.files import write_json  # noqa: PLC0415
-    from models.training.end_to_end import load_split, plot_history  # noqa: PLC0415
+    from beamlens.models.corpora.coco import split_name_from_captions_file  # noqa: PLC0415
+    from beamlens.models.training.evaluation import evaluate_split  # noqa: PLC0415
+    from beamlens.models.io.files import write_json  # noqa: PLC0415
+    from beamlens.models.training.end_to_end import load_split, plot_history  # noqa: PLC0415
 
     report: dict = {"model_dir": os.path.abspath(args.model_dir), "splits": {}}
     for label, captions, images in (("held_out", args.captions, args.images), ("train", args.train_captions, args.train_images)):
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
         split = load_split(label, captions, images, models.image_size)
         truth = None
         if args.corpus_dir:
-            from models.corpora.synthetic import load_ground_truth  # noqa: PLC0415
+            from beamlens.models.corpora.synthetic import load_ground_truth  # noqa: PLC0415
 
             name = split_name_from_captions_file(captions)
             truth = load_ground_truth(args.corpus_dir, name or "")

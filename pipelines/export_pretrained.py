@@ -24,8 +24,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
-from models.export.pretrained import DEFAULT_BACKBONE, export_caption_free, export_pretrained
+from beamlens.models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
+from beamlens.models.export.pretrained import DEFAULT_BACKBONE, export_caption_free, export_pretrained
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,9 +20,9 @@ import json
 import os
 from dataclasses import dataclass
 
-from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
-from models.export import model_folder
-from models.errors import BeamlensError
+from beamlens.models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
+from beamlens.models.export import model_folder
+from beamlens.models.errors import BeamlensError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -56,7 +56,7 @@ def trained_text_source(model_dir: str) -> TextSource:
     """The text encoder of a ``beamlens train`` (or ``export-pretrained``) folder, checked and loaded."""
     import keras  # noqa: PLC0415
 
-    from models.encoders.backbones import _load_all  # noqa: PLC0415
+    from beamlens.models.encoders.backbones import _load_all  # noqa: PLC0415
 
     needed = (model_folder.CONFIG, model_folder.TEXT_ENCODER, model_folder.VOCAB)
     missing = [n for n in needed if not os.path.isfile(os.path.join(model_dir, n))]
@@ -71,8 +71,8 @@ def trained_text_source(model_dir: str) -> TextSource:
 
 
 def _pretrained(name: str, weights: str | None, max_tokens: int) -> TextSource:
-    from models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
-    from models.encoders.bert_tokenizer import backbone_vocab_path  # noqa: PLC0415
+    from beamlens.models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
+    from beamlens.models.encoders.bert_tokenizer import backbone_vocab_path  # noqa: PLC0415
 
     model = build_text_backbone(BackboneConfig(name, max_tokens=max_tokens, weights=weights))
     return TextSource(model, max_tokens, backbone_vocab_path(name, weights), name)
@@ -81,7 +81,7 @@ def _pretrained(name: str, weights: str | None, max_tokens: int) -> TextSource:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from models.export.encoders import export_text_embedder, text_quantization  # noqa: PLC0415 (TensorFlow only when exporting)
+    from beamlens.models.export.encoders import export_text_embedder, text_quantization  # noqa: PLC0415 (TensorFlow only when exporting)
 
     source = trained_text_source(args.model_dir) if args.model_dir else _pretrained(args.pretrained, args.weights, args.max_tokens)
     quantize = text_quantization(args.quantize, source.text_backbone)

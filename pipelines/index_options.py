@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn, Optional, Sequence
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 
 def add_index_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ScaNN / on-device index options, defined once for every command that builds an index."""
-    from models.searcher.options import DEFAULT_MAX_INDEX_MB, DEFAULT_TARGET_RECALL, DISTANCE_MEASURES, DOT_PRODUCT, LOOKUP_TYPES  # noqa: PLC0415
+    from beamlens.models.searcher.options import DEFAULT_MAX_INDEX_MB, DEFAULT_TARGET_RECALL, DISTANCE_MEASURES, DOT_PRODUCT, LOOKUP_TYPES  # noqa: PLC0415
 
     p = parser
     p.add_argument("--format", choices=["tflite", "scann_index_file"], action="append",
@@ -38,8 +38,8 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def searcher_request(args: argparse.Namespace, shards: Sequence[str], out: str, text_embedder: Optional[str],
                      image_embedder: Optional[str]):
     """A ``models.searcher.build.SearcherRequest`` from parsed index options (checked here, once)."""
-    from models.searcher.build import SearcherRequest  # noqa: PLC0415
-    from models.searcher.options import DOT_PRODUCT, AutoOptions, ScaNNOptions, ScoreAH, ScoreBruteForce, Tree  # noqa: PLC0415
+    from beamlens.models.searcher.build import SearcherRequest  # noqa: PLC0415
+    from beamlens.models.searcher.options import DOT_PRODUCT, AutoOptions, ScaNNOptions, ScoreAH, ScoreBruteForce, Tree  # noqa: PLC0415
 
     tree = None
     if args.num_leaves is not None:

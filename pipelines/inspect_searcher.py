@@ -16,8 +16,8 @@ import json
 import sys
 from typing import Any, Sequence
 
-from models import compat
-from models.searcher.reader import metadata_json, read_searcher
+from beamlens.models import compat
+from beamlens.models.searcher.reader import metadata_json, read_searcher
 
 
 def build_parser() -> argparse.ArgumentParser:

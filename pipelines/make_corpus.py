@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from models.corpora.synthetic import CorpusOptions, write_corpus
+from beamlens.models.corpora.synthetic import CorpusOptions, write_corpus
 
 _DEFAULTS = CorpusOptions()
 

@@ -1,10 +1,11 @@
-"""The Beam pipeline commands' options and their checks, in one place (``embed`` and ``reindex``).
+"""The Beam pipeline commands' flags, in one place (``embed`` and ``reindex``).
 
 Both commands take the corpus/model options of :class:`EmbedOptions`; ``reindex`` adds
 :class:`ReindexOptions`. Beam registers every ``PipelineOptions`` subclass in one parser, so the
-shared options are defined once, here, and validated by the same functions: the two commands can
-no longer disagree on what ``--model`` may be. Arguments are parsed strictly
-(pipelines/strict_args.py): an unknown option or a stray path is an error, not a warning.
+shared flags are defined once, here; their values become the jobs' typed requests
+(transforms/embed_job.py, transforms/reindex_job.py), whose defaults and checks these use, so the
+two commands and the Python API cannot disagree on what ``--model`` may be. Arguments are parsed
+strictly (pipelines/strict_args.py): an unknown option or a stray path is an error, not a warning.
 """
 
 from __future__ import annotations
@@ -14,17 +15,12 @@ from typing import Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
-from models.errors import BeamlensError
-from models.io import files
-from models.shards.lock import DEFAULT_TTL_SECONDS
-from pipelines.strict_args import parse_pipeline_options
-from transforms.read_images import ImageSource
+from beamlens.models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
+from beamlens.models.shards.lock import DEFAULT_TTL_SECONDS
+from beamlens.pipelines.strict_args import parse_pipeline_options
+from beamlens.transforms.embed_job import DEFAULT_MAX_BATCH_SIZE, DEFAULT_NUM_SHARDS, RESIZES
+from beamlens.transforms.reindex_job import DEFAULT_MAX_DELETED_FRACTION
 
-DEFAULT_NUM_SHARDS = 4
-DEFAULT_MAX_BATCH_SIZE = 64
-DEFAULT_MAX_DELETED_FRACTION = 0.10
-RESIZES = ("auto", "pil", "task_library")
 
 
 class EmbedOptions(PipelineOptions):
@@ -93,49 +89,3 @@ def options_help(command: str, description: str, with_reindex: bool) -> argparse
     parser.epilog = ("All standard Apache Beam pipeline options (--runner, --direct_num_workers, Dataflow options, "
                      "--dask_client_address ...) are passed through.")
     return parser
-
-
-def resolved_resize(embed: EmbedOptions) -> str:
-    """--resize with auto decided: task_library for a .tflite model, pil (training's) for .keras."""
-    if embed.resize == "auto":
-        return "task_library" if embed.model.endswith(".tflite") else "pil"
-    return embed.resize
-
-
-def validate_embed(embed: EmbedOptions, *, output_flag: Optional[str] = "--output") -> ImageSource:
-    """The corpus/model checks both commands share; returns where the images come from."""
-    if not embed.model:
-        raise BeamlensError("--model is required (the vision encoder .keras file or an image embedder .tflite)")
-    if output_flag == "--output" and not embed.output:
-        raise BeamlensError("--output is required (a folder for the shards)")
-    if not embed.model.endswith((".keras", ".tflite")):
-        raise BeamlensError(f"--model {embed.model}: give a Keras 3 .keras file (RunInference with Keras 3 loads "
-                            ".keras files only) or a Task Library image embedder .tflite")
-    files.require_file(embed.model, "--model")
-    if embed.num_shards < 1:
-        raise BeamlensError(f"--num-shards must be at least 1, got {embed.num_shards}")
-    if embed.max_batch_size < 1 or embed.min_batch_size < 1 or embed.min_batch_size > embed.max_batch_size:
-        raise BeamlensError(f"need 1 <= --min-batch-size <= --max-batch-size, got {embed.min_batch_size} and {embed.max_batch_size}")
-    if embed.max_image_pixels < 1:
-        raise BeamlensError(f"--max-image-pixels must be at least 1, got {embed.max_image_pixels}")
-    if embed.image_size < 0:
-        raise BeamlensError(f"--image-size must be positive, got {embed.image_size}")
-    if embed.images and not embed.captions:
-        raise BeamlensError("--images needs --captions (or use --input-glob)")
-    if embed.captions:
-        files.require_file(embed.captions, "--captions")
-    return ImageSource(captions_file=embed.captions, image_root=embed.images, input_glob=embed.input_glob)
-
-
-def validate_reindex(opts: ReindexOptions, embed: EmbedOptions) -> ImageSource:
-    """``reindex``'s own checks on top of :func:`validate_embed`."""
-    if not opts.output_root:
-        raise BeamlensError("--output-root is required (the folder that holds the versions and LATEST)")
-    if not opts.no_searcher and not (opts.text_embedder or opts.image_embedder):
-        raise BeamlensError("give --text-embedder and/or --image-embedder (or --no-searcher)")
-    for flag, path in (("--text-embedder", opts.text_embedder), ("--image-embedder", opts.image_embedder)):
-        if path:
-            files.require_file(path, flag)
-    if not 0 <= opts.max_deleted_fraction <= 1:
-        raise BeamlensError(f"--max-deleted-fraction must be between 0 and 1, got {opts.max_deleted_fraction}")
-    return validate_embed(embed, output_flag=None)

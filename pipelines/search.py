@@ -18,12 +18,12 @@ import argparse
 import json
 import sys
 
-from models import compat
-from models.errors import BeamlensError
-from models.search.html import render_search_page
-from models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
-from models.search.runtime import DEFAULT_K, IMAGE, TEXT, Searcher, check_k, check_text_query
-from models.io.files import write_text_atomically  # (no Beam, TF or protobuf imported)
+from beamlens.models import compat
+from beamlens.models.errors import BeamlensError
+from beamlens.models.search.html import render_search_page
+from beamlens.models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
+from beamlens.models.search.runtime import DEFAULT_K, IMAGE, TEXT, Searcher, check_k, check_text_query
+from beamlens.models.io.files import write_text_atomically  # (no Beam, TF or protobuf imported)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 
-from models import compat
-from models.errors import BeamlensError
-from models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels
+from beamlens.models import compat
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, check_max_image_pixels
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from models.search import server as s  # noqa: PLC0415 (numpy/Pillow only; the web stack loads in serve())
+    from beamlens.models.search import server as s  # noqa: PLC0415 (numpy/Pillow only; the web stack loads in serve())
 
     parser = argparse.ArgumentParser(
         prog="beamlens serve",
@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
     # As in `beamlens search`: the Task Library runs in this process, which never loads TensorFlow.
     if compat.can_prepare_tflite_process():
         compat.prepare_tflite_process()
-    from models.search import server as s  # noqa: PLC0415
+    from beamlens.models.search import server as s  # noqa: PLC0415
 
     args = build_parser().parse_args(argv)
     if not args.max_upload_mb > 0:

@@ -20,7 +20,7 @@ from typing import NoReturn, Optional, Sequence
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 # Options classes Beam defines outside the modules ``import apache_beam`` loads. DaskOptions
 # (--dask_client_address ...) lives with the DaskRunner, whose import pulls in dask.distributed

@@ -22,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
             f"the shared test data is missing: expected {TESTDATA} (../shared beside the checkout, "
             "or set BEAMLENS_SHARED)"
         )
-    from models.encoders.backbones.wheels import WHEEL_MODULES  # noqa: PLC0415 (TensorFlow-free)
+    from beamlens.models.encoders.backbones.wheels import WHEEL_MODULES  # noqa: PLC0415 (TensorFlow-free)
 
     missing = [f"{name} ({module})" for name, module in WHEEL_MODULES.items() if importlib.util.find_spec(module) is None]
     if missing:

@@ -88,7 +88,7 @@ def read_shards(output: Path) -> dict[str, "EmbeddingRecord"]:  # noqa: F821
     """All records of the shards, by image id (asserts the reader-visible content)."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from models.shards.records import decode_record  # noqa: PLC0415
+    from beamlens.models.shards.records import decode_record  # noqa: PLC0415
 
     records = {}
     for shard in sorted(output.glob("embeddings-*-of-*.tfrecord")):
@@ -111,7 +111,7 @@ def predict_reference(model_path: Path, image_paths: list[Path], image_size: int
     """model.predict on the shared preprocessing: what the pipeline must reproduce."""
     import keras  # noqa: PLC0415
 
-    from models.encoders.preprocessing import preprocess_image_bytes  # noqa: PLC0415
+    from beamlens.models.encoders.preprocessing import preprocess_image_bytes  # noqa: PLC0415
 
     model = keras.models.load_model(model_path)
     pixels = np.stack([preprocess_image_bytes(p.read_bytes(), image_size) for p in image_paths])
@@ -120,4 +120,4 @@ def predict_reference(model_path: Path, image_paths: list[Path], image_size: int
 
 def install_coco_shim() -> None:
     """No-op kept for tests written before models/corpora/coco.py landed (tests/test_reindex.py calls it)."""
-    import models.corpora.coco  # noqa: F401, PLC0415
+    import beamlens.models.corpora.coco  # noqa: F401, PLC0415

@@ -8,7 +8,7 @@ _CACHE: dict[str, Path] = {}
 
 
 def tiny_corpus(root: Path, num_images: int = 48) -> Path:
-    from models.corpora.synthetic import CorpusOptions, write_corpus  # noqa: PLC0415
+    from beamlens.models.corpora.synthetic import CorpusOptions, write_corpus  # noqa: PLC0415
 
     out = root / "corpus"
     write_corpus(out, CorpusOptions(num_images=num_images, image_size=64, val_fraction=0.25, seed=3))
@@ -18,7 +18,7 @@ def tiny_corpus(root: Path, num_images: int = 48) -> Path:
 def trained_model(tmp_path_factory) -> tuple[Path, Path]:
     """(model dir, corpus dir): 1 epoch on a 48-image corpus, 32-pixel images."""
     if "model" not in _CACHE:
-        from pipelines import train  # noqa: PLC0415
+        from beamlens.pipelines import train  # noqa: PLC0415
 
         root = tmp_path_factory.mktemp("encoder")
         corpus = tiny_corpus(root)

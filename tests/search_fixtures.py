@@ -24,7 +24,7 @@ def build_float_searcher(
     leaves_to_search: int = 1,
 ) -> str:
     """Write ``out_path``: the embedder with a dot-product float index over the given vectors."""
-    from models.searcher import ScaNNOptions, ScoreBruteForce, Tree, attach_index, build_index  # noqa: PLC0415
+    from beamlens.models.searcher import ScaNNOptions, ScoreBruteForce, Tree, attach_index, build_index  # noqa: PLC0415
 
     options = ScaNNOptions(
         distance_measure="dot_product",
@@ -47,7 +47,7 @@ def embed_images(embedder_path: str, image_paths: list[str]) -> np.ndarray:
     embedder = vision.ImageEmbedder.create_from_options(
         vision.ImageEmbedderOptions(base_options=core.BaseOptions(file_name=embedder_path))
     )
-    from models.search.runtime import _tensor_image  # noqa: PLC0415 (same decoding as the searcher's queries)
+    from beamlens.models.search.runtime import _tensor_image  # noqa: PLC0415 (same decoding as the searcher's queries)
 
     return np.stack(
         [

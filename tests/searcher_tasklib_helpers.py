@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.io.files import write_text_atomically
+from beamlens.models.io.files import write_text_atomically
 
 
 def text_embed(embedder_path: str, sentences: list[str]) -> np.ndarray:
@@ -78,7 +78,7 @@ def write_shards(folder, records, num_shards: int = 2, manifest: bool = True, di
 
     import tensorflow as tf  # noqa: PLC0415
 
-    from models.shards import records as sf  # noqa: PLC0415
+    from beamlens.models.shards import records as sf  # noqa: PLC0415
 
     os.makedirs(folder, exist_ok=True)
     names = [f"{sf.SHARD_PREFIX}-{i:05d}-of-{num_shards:05d}{sf.SHARD_SUFFIX}" for i in range(num_shards)]
@@ -96,7 +96,7 @@ def write_shards(folder, records, num_shards: int = 2, manifest: bool = True, di
 
 
 def records_for(vectors, ids=None, captions=None, fingerprint: str = "sha256:test"):
-    from models.shards.records import EmbeddingRecord  # noqa: PLC0415
+    from beamlens.models.shards.records import EmbeddingRecord  # noqa: PLC0415
 
     ids = ids or [f"img{i:06d}" for i in range(len(vectors))]
     return [

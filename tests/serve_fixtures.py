@@ -60,8 +60,8 @@ def image_id(relative: str) -> str:
 
 def build_serve_searchers(folder: Path) -> ServeSearchers:
     """Write ``text_searcher.tflite`` and ``image_searcher.tflite`` into ``folder`` (a few seconds)."""
-    from models import compat
-    from models.search.runtime import embed_text
+    from beamlens.models import compat
+    from beamlens.models.search.runtime import embed_text
     from tests import search_fixtures
 
     photos = {image_id(rel): TESTDATA / rel for rel in CAPTIONS}
@@ -96,7 +96,7 @@ def running_server(text_searcher: str | None, image_searcher: str | None = None,
     import urllib.request
 
     port = free_port()
-    args = [sys.executable, "-m", "pipelines.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
+    args = [sys.executable, "-m", "beamlens.pipelines.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
     if text_searcher:
         args += ["--searcher", text_searcher]
     if image_searcher:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone
-from models.errors import BeamlensError
+from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone
+from beamlens.models.errors import BeamlensError
 
 
 def test_unknown_backbone_names_the_choices():

@@ -1,15 +1,15 @@
-"""models.encoders.bert_tokenizer gives exactly the ids / mask / segment ids the Task Library's BertTokenizer feeds."""
+"""beamlens.models.encoders.bert_tokenizer gives exactly the ids / mask / segment ids the Task Library's BertTokenizer feeds."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models import compat
-from models.export import metadata as tflite_metadata
-from models.encoders.bert_tokenizer import BertTokenizer, is_wordpiece_vocab, load_caption_tokenizer, split_words
-from models.errors import BeamlensError
-from models.encoders.regex_tokenizer import Vocabulary
+from beamlens.models import compat
+from beamlens.models.export import metadata as tflite_metadata
+from beamlens.models.encoders.bert_tokenizer import BertTokenizer, is_wordpiece_vocab, load_caption_tokenizer, split_words
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.regex_tokenizer import Vocabulary
 
 LENGTH = 16
 TRICKY = [
@@ -33,7 +33,7 @@ TRICKY = [
 
 @pytest.fixture(scope="module")
 def tokenizer() -> BertTokenizer:
-    from models.encoders.backbones.minilm import vocab_path
+    from beamlens.models.encoders.backbones.minilm import vocab_path
 
     return BertTokenizer.load(vocab_path())
 
@@ -42,7 +42,7 @@ def _bert_echo_embedder(folder, vocab: str, length: int) -> str:
     """A TFLite 'embedder' whose output is its three inputs: shows exactly what the Task Library feeds."""
     import keras
 
-    from models.export.encoders import bert_input_specs, to_tflite
+    from beamlens.models.export.encoders import bert_input_specs, to_tflite
 
     inputs = {n: keras.Input((length,), dtype="int32", name=n) for n in ("ids", "mask", "segment_ids")}
     echoed = keras.layers.Concatenate()([keras.ops.cast(inputs[n], "float32") for n in ("ids", "mask", "segment_ids")])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf  # noqa: F401  (the TF side of the split, as in the real command)
 
-from models.errors import BeamlensError
-from models.searcher import read_searcher
-from pipelines import build_searcher, cli
+from beamlens.models.errors import BeamlensError
+from beamlens.models.searcher import read_searcher
+from beamlens.pipelines import build_searcher, cli
 from tests import searcher_tasklib_helpers as h
 from tests.conftest import TFLITE_SUPPORT_DATA
 

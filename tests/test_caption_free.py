@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.compat import call_tflite
-from pipelines import cli
+from beamlens.models.compat import call_tflite
+from beamlens.pipelines import cli
 from tests import searcher_tasklib_helpers
 from tests.conftest import COCO_MINI
 
@@ -34,7 +34,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("residual_units", [0, 16])
 def test_heads_at_initialisation_are_the_caption_free_vectors(residual_units):
     """Epoch 0 = caption-free: image unit((softmax((f W + b) / T) @ (E - mean)) @ U), text unit((t - mean) @ U)."""
-    from models.encoders import caption_free as cf
+    from beamlens.models.encoders import caption_free as cf
 
     rng = np.random.default_rng(0)
     classes, width, image_width = 50, 24, 40
@@ -118,7 +118,7 @@ def test_uncaptioned_photos_are_found_by_their_captions_through_the_task_library
 
     import keras
 
-    from models.encoders.bert_tokenizer import BertTokenizer
+    from beamlens.models.encoders.bert_tokenizer import BertTokenizer
 
     text = keras.models.load_model(caption_free_model / "text_encoder.keras")
     keras_vectors = text.predict(BertTokenizer.load(str(caption_free_model / "vocab.txt")).encode_batch(
@@ -129,7 +129,7 @@ def test_uncaptioned_photos_are_found_by_their_captions_through_the_task_library
 
 
 def test_train_by_default_uses_the_pretrained_pair_starts_caption_free_and_never_ends_below(tmp_path, capsys):
-    from pipelines import train
+    from beamlens.pipelines import train
 
     out = tmp_path / "model"
     assert train.main(["--captions", str(TRAIN_CAPTIONS), "--out", str(out), "--epochs", "2"]) == 0
@@ -147,8 +147,8 @@ def test_train_by_default_uses_the_pretrained_pair_starts_caption_free_and_never
 
 
 def test_train_with_the_scratch_pair_says_it_was_asked_for(tmp_path, capsys):
-    from models.errors import BeamlensError
-    from pipelines import train
+    from beamlens.models.errors import BeamlensError
+    from beamlens.pipelines import train
 
     empty = tmp_path / "c.json"
     empty.write_text('{"images": [], "annotations": []}')
@@ -159,7 +159,7 @@ def test_train_with_the_scratch_pair_says_it_was_asked_for(tmp_path, capsys):
 
 
 def test_demo_plans_caption_free_search_of_the_scikit_image_photos(tmp_path):
-    from pipelines import demo
+    from beamlens.pipelines import demo
 
     source = demo.skimage_data_dir()
     assert source is not None, "scikit-image is installed with the project (setup.py)"

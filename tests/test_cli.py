@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pipelines import cli
+from beamlens.pipelines import cli
 from tests.conftest import PROJECT_ROOT
 
 
@@ -27,7 +27,7 @@ def test_unknown_command_exits_2_with_usage(capsys) -> None:
 
 def test_console_script_starts_without_tensorflow() -> None:
     """`beamlens --help` must answer at once: no subcommand module (and no TF) is imported."""
-    script = "import sys; from pipelines import cli; cli.main(['--help']); print('tensorflow' in sys.modules)"
+    script = "import sys; from beamlens.pipelines import cli; cli.main(['--help']); print('tensorflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False"

@@ -1,4 +1,4 @@
-"""models.corpora.coco: real COCO 2017 files, real photos, and every malformed-input message."""
+"""beamlens.models.corpora.coco: real COCO 2017 files, real photos, and every malformed-input message."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from models.corpora.coco import (
+from beamlens.models.corpora.coco import (
     CocoImage,
     default_image_root,
     load_coco_captions,
     parse_coco_captions,
     split_name_from_captions_file,
 )
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 from tests.conftest import COCO_MINI, TFLITE_SUPPORT_DATA
 
 

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from models import compat
-from models.errors import BeamlensError
+from beamlens.models import compat
+from beamlens.models.errors import BeamlensError
 from tests import tflite_helpers
 from tests.conftest import PROJECT_ROOT, TFLITE_SUPPORT_DATA
 
@@ -48,7 +48,7 @@ def test_preparing_a_tensorflow_process_is_refused_with_a_reason() -> None:
 def test_task_library_runs_in_process_when_tensorflow_is_absent() -> None:
     script = f"""
 import json, os
-from models import compat
+from beamlens.models import compat
 compat.prepare_tflite_process()
 from tests import tflite_helpers
 reply = compat.call_tflite(tflite_helpers.text_search, {REGEX_SEARCHER!r}, "The weather was excellent.")

@@ -1,4 +1,4 @@
-"""models.corpora.synthetic: the synthetic default corpus is COCO-valid, deterministic, streaming and exact."""
+"""beamlens.models.corpora.synthetic: the synthetic default corpus is COCO-valid, deterministic, streaming and exact."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.corpora.coco import load_coco_captions
-from models.corpora.synthetic import (
+from beamlens.models.corpora.coco import load_coco_captions
+from beamlens.models.corpora.synthetic import (
     BACKGROUNDS,
     COLOURS,
     SHAPES,
@@ -22,7 +22,7 @@ from models.corpora.synthetic import (
     load_ground_truth,
     write_corpus,
 )
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 SMALL = CorpusOptions(num_images=120, image_size=64, val_fraction=0.25, seed=7)
 

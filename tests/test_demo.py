@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import BeamlensError
-from pipelines import demo
+from beamlens.models.errors import BeamlensError
+from beamlens.pipelines import demo
 
 
 def test_plan_runs_every_subcommand_in_order(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_summary_prints_searcher_and_exact_accuracy(capsys) -> None:
 
 
 def test_auto_backbones_are_the_pretrained_ones_when_their_wheels_are_installed(monkeypatch) -> None:
-    from models.encoders.backbones import wheels as pretrained_wheels
+    from beamlens.models.encoders.backbones import wheels as pretrained_wheels
 
     assert demo.choose_backbones("auto") == demo.PRETRAINED  # `make install` installs both wheels
     assert demo.choose_backbones("scratch") == demo.SCRATCH

@@ -60,14 +60,13 @@ def _graph_labels(pipeline: beam.Pipeline) -> set[str]:
 
 def _reindex_graph(flags: list[str]) -> tuple[PipelineOptions, set[str]]:
     """Parse flags like the CLI does and build the reindex graph for that runner (not run)."""
-    from pipelines import reindex  # noqa: PLC0415
-    from transforms.read_images import ImageSource  # noqa: PLC0415
-
-    from transforms.reindex import ReindexGraph, build_pipeline  # noqa: PLC0415
+    from beamlens.pipelines.options import EmbedOptions, ReindexOptions  # noqa: PLC0415
+    from beamlens.transforms.read_images import ImageSource  # noqa: PLC0415
+    from beamlens.transforms.reindex import ReindexGraph, build_pipeline  # noqa: PLC0415
 
     options = PipelineOptions(_offline(flags))
-    embed = options.view_as(reindex.EmbedOptions)
-    opts = options.view_as(reindex.ReindexOptions)
+    embed = options.view_as(EmbedOptions)
+    opts = options.view_as(ReindexOptions)
     source = ImageSource(captions_file=embed.captions, image_root=embed.images, input_glob=embed.input_glob)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, ReindexGraph(
@@ -78,13 +77,14 @@ def _reindex_graph(flags: list[str]) -> tuple[PipelineOptions, set[str]]:
 
 
 def _embed_graph(flags: list[str]) -> set[str]:
-    from pipelines import embed_images  # noqa: PLC0415
-    from transforms.read_images import ImageSource  # noqa: PLC0415
+    from beamlens.pipelines import options as cli_options  # noqa: PLC0415 (registers EmbedOptions)
+    from beamlens.transforms.embed_job import EmbedRequest, build_pipeline  # noqa: PLC0415
 
     options = PipelineOptions(_offline(flags) + ["--output", "/data/embeddings"])
-    embed = options.view_as(embed_images.EmbedOptions)
+    assert cli_options.EmbedOptions  # the flags below are its
+    request = EmbedRequest.from_options(options)
     pipeline = beam.Pipeline(options=options)
-    embed_images.build_pipeline(pipeline, ImageSource(input_glob=embed.input_glob), embed, 224, "sha256:0123456789abcdef")
+    build_pipeline(pipeline, request.source(), request, 224, "sha256:0123456789abcdef")
     return _graph_labels(pipeline)
 
 
@@ -170,7 +170,7 @@ def test_shell_scripts_pass_bash_n(script):
 
 
 def test_flex_template_metadata_parameters_are_real_pipeline_options():
-    from pipelines import reindex  # noqa: PLC0415
+    from beamlens.pipelines import reindex  # noqa: PLC0415
 
     metadata = json.loads((DEPLOY / "dataflow" / "metadata.json").read_text())
     names = [p["name"] for p in metadata["parameters"]]
@@ -188,6 +188,7 @@ def test_flex_template_dockerfile_and_entry_point():
     assert "FLEX_TEMPLATE_PYTHON_PY_FILE=${WORKDIR}/deploy/dataflow/flex_main.py" in dockerfile
     assert "FLEX_TEMPLATE_PYTHON_SETUP_FILE=${WORKDIR}/setup.py" in dockerfile
     assert "--no-deps tflite-support==0.4.4" in dockerfile
+    assert "COPY beamlens ./beamlens" in dockerfile  # the namespace root (public API) beside the source folders
     flex = _load(DEPLOY / "dataflow" / "flex_main.py", "beamlens_flex_main")
     assert flex.split_command(["--command=embed", "--output=gs://b/o"]) == ("embed", ["--output=gs://b/o"])
     assert flex.split_command(["--model", "m.keras"]) == ("reindex", ["--model", "m.keras"])

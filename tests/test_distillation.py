@@ -12,11 +12,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from models.encoders.bert_tokenizer import BertTokenizer
-from models.encoders.distillation import recipe as distill
-from models.encoders.distillation import sentences
-from models.encoders.distillation.student import build_student, initial_weights, layer_weights, set_layer_weights
-from models.errors import BeamlensError
+from beamlens.models.encoders.bert_tokenizer import BertTokenizer
+from beamlens.models.encoders.distillation import recipe as distill
+from beamlens.models.encoders.distillation import sentences
+from beamlens.models.encoders.distillation.student import build_student, initial_weights, layer_weights, set_layer_weights
+from beamlens.models.errors import BeamlensError
 
 WORDS = ("a", "an", "the", "two", "red", "blue", "green", "big", "small", "dog", "dogs", "cat", "cats", "man", "woman",
          "bus", "car", "ball", "frisbee", "table", "street", "beach", "field", "kitchen", "on", "with", "next", "to",
@@ -141,7 +141,7 @@ def test_a_student_file_round_trips_and_anything_else_is_refused(tmp_path) -> No
 
 
 def test_the_backbone_loads_a_student_file_and_names_its_teacher(tmp_path) -> None:
-    from models.encoders.backbones import BackboneConfig, build_text_backbone, text_tokenizer_kind
+    from beamlens.models.encoders.backbones import BackboneConfig, build_text_backbone, text_tokenizer_kind
 
     student = _student()
     path = distill.save_student(student, str(tmp_path / "student.npz"), distill.DistillationRecipe(width=8))
@@ -154,7 +154,7 @@ def test_the_backbone_loads_a_student_file_and_names_its_teacher(tmp_path) -> No
 
 
 def test_the_training_text_is_generated_apart_from_the_demo_corpus() -> None:
-    from models.corpora.synthetic import CorpusOptions
+    from beamlens.models.corpora.synthetic import CorpusOptions
 
     tokens = [*VOCAB, "zebra", "giraffe"]
     recipe = distill.DistillationRecipe(generated_sentences=500, synthetic_images=50)
@@ -184,7 +184,7 @@ def test_the_teachers_targets_are_cached_by_the_text_recipe(tmp_path, monkeypatc
 
 
 def test_adapting_the_student_to_training_captions_brings_held_out_captions_closer(tmp_path, monkeypatch, capsys) -> None:
-    from models.encoders.distillation.adaptation import adapt_student
+    from beamlens.models.encoders.distillation.adaptation import adapt_student
 
     monkeypatch.setenv("BEAMLENS_CACHE", str(tmp_path))  # no distillation cache: the mixed-in text is embedded now
     teacher = StandInTeacher(BertTokenizer(VOCAB))

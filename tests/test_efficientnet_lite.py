@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
 
 
@@ -30,20 +30,20 @@ EXPECTED_TOP1 = {
 
 
 def _pixels(paths, size: int = 224) -> np.ndarray:
-    from models.encoders.preprocessing import preprocess_image_bytes
+    from beamlens.models.encoders.preprocessing import preprocess_image_bytes
 
     return np.stack([preprocess_image_bytes(p.read_bytes(), size) for p in paths])
 
 
 @pytest.fixture(scope="module")
 def classifier():
-    from models.encoders.backbones import efficientnet_lite
+    from beamlens.models.encoders.backbones import efficientnet_lite
 
     return efficientnet_lite.build(224, include_top=True, name="efficientnet_lite0_classifier")
 
 
 def test_imagenet_top1_labels_on_the_shared_photos(classifier):
-    from models.encoders.imagenet_labels import short_names
+    from beamlens.models.encoders.imagenet_labels import short_names
 
     names = short_names()
     paths = list(EXPECTED_TOP1)
@@ -63,7 +63,7 @@ def test_imagenet_top1_labels_on_the_shared_photos(classifier):
 
 
 def test_registered_backbone_keeps_the_contract():
-    from models.encoders.backbones import BackboneConfig, build_image_backbone
+    from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone
 
     model = build_image_backbone(BackboneConfig("efficientnet_lite0", image_size=64))
     assert model.input_shape == (None, 64, 64, 3)
@@ -74,7 +74,7 @@ def test_registered_backbone_keeps_the_contract():
 
 
 def test_resize_to_computes_at_the_pretrained_size(classifier):
-    from models.encoders.backbones import BackboneConfig, build_image_backbone
+    from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone
 
     small = build_image_backbone(BackboneConfig("efficientnet_lite0", image_size=96, options={"resize_to": 224}))
     assert small.input_shape == (None, 96, 96, 3) and small.output_shape == (None, 1280)
@@ -85,14 +85,14 @@ def test_resize_to_computes_at_the_pretrained_size(classifier):
     features = small.predict(pixels, verbose=0)
     head = classifier.get_layer("classifier")
     probabilities = keras.ops.convert_to_numpy(head(features))
-    from models.encoders.imagenet_labels import short_names
+    from beamlens.models.encoders.imagenet_labels import short_names
 
     assert short_names()[int(np.argmax(probabilities))] in EXPECTED_TOP1[SKIMAGE / "chelsea.png"]
 
 
 def test_keras_file_loads_and_runs_without_beamlens(tmp_path):
     """Beam RunInference workers load the .keras with plain Keras: built-in layers only."""
-    from models.encoders.backbones import efficientnet_lite
+    from beamlens.models.encoders.backbones import efficientnet_lite
 
     model = efficientnet_lite.build(64)
     path = tmp_path / "lite0.keras"
@@ -113,14 +113,14 @@ def test_keras_file_loads_and_runs_without_beamlens(tmp_path):
 
 
 def test_missing_weights_file_is_named(tmp_path):
-    from models.encoders.backbones import BackboneConfig, build_image_backbone
+    from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone
 
     with pytest.raises(BeamlensError, match="efficientnet_lite0 weights file not found: .*nope.pth"):
         build_image_backbone(BackboneConfig("efficientnet_lite0", weights=str(tmp_path / "nope.pth")))
 
 
 def test_missing_wheel_says_how_to_install(monkeypatch):
-    from models.encoders.backbones import efficientnet_lite
+    from beamlens.models.encoders.backbones import efficientnet_lite
 
     real = importlib.util.find_spec
     monkeypatch.setattr(efficientnet_lite.importlib.util, "find_spec",
@@ -134,7 +134,7 @@ def test_missing_wheel_says_how_to_install(monkeypatch):
 def test_weights_of_another_architecture_are_refused(tmp_path):
     import collections
 
-    from models.encoders.backbones import BackboneConfig, build_image_backbone
+    from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone
     from tests.torch_pickle_writer import FakeTensor, legacy_bytes
 
     path = tmp_path / "resnet.pth"

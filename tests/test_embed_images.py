@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.errors import BeamlensError
-from models.io.fingerprint import model_fingerprint
-from models.shards.records import Manifest
-from models.encoders.inputs import model_image_size
-from pipelines import embed_images
+from beamlens.models.errors import BeamlensError
+from beamlens.models.io.fingerprint import model_fingerprint
+from beamlens.models.shards.records import Manifest
+from beamlens.models.encoders.inputs import model_image_size
+from beamlens.pipelines import embed_images
 from tests import embed_helpers as h
 
 IN_MEMORY = ["--runner", "FnApiRunner"]
@@ -151,7 +151,7 @@ def test_cli_help_lists_the_options(capsys):
 
 
 def test_default_corpus_matches_model_predict(tmp_path, encoder):
-    from models.corpora.synthetic import CorpusOptions, corpus_paths, write_corpus
+    from beamlens.models.corpora.synthetic import CorpusOptions, corpus_paths, write_corpus
 
     write_corpus(tmp_path / "corpus", CorpusOptions(num_images=24, image_size=64, val_fraction=0.25))
     paths = corpus_paths(tmp_path / "corpus")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import compat
-from models.export import metadata as tflite_metadata
-from models.errors import BeamlensError
-from models.encoders.regex_tokenizer import Vocabulary, build_vocabulary
+from beamlens.models import compat
+from beamlens.models.export import metadata as tflite_metadata
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.regex_tokenizer import Vocabulary, build_vocabulary
 
 
 def _id_echo_embedder(tmp_path, vocab: Vocabulary, length: int) -> str:
@@ -16,7 +16,7 @@ def _id_echo_embedder(tmp_path, vocab: Vocabulary, length: int) -> str:
     import keras
     import tensorflow as tf
 
-    from models.export.encoders import to_tflite
+    from beamlens.models.export.encoders import to_tflite
 
     ids = keras.Input((length,), dtype="int32", name="ids")
     model = keras.Model(ids, keras.layers.Lambda(lambda x: tf.cast(x, tf.float32))(ids))
@@ -50,7 +50,7 @@ def test_vocabulary_round_trip_and_errors(tmp_path):
 
 
 def test_encoders_output_unit_vectors():
-    from models.encoders.towers import EncoderConfig, build_text_encoder, build_vision_encoder
+    from beamlens.models.encoders.towers import EncoderConfig, build_text_encoder, build_vision_encoder
 
     config = EncoderConfig(image_size=32, embedding_dim=16, max_tokens=8, vocab_size=20, num_projection_layers=2)
     vision, text = build_vision_encoder(config), build_text_encoder(config)
@@ -64,7 +64,7 @@ def test_encoders_output_unit_vectors():
 
 
 def test_reference_loss_matches_numpy():
-    from models.encoders.dual import make_loss
+    from beamlens.models.encoders.dual import make_loss
 
     rng = np.random.default_rng(1)
     c = rng.normal(size=(5, 4)).astype(np.float32)

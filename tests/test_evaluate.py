@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.search import evaluation as ev
-from models.errors import BeamlensError
-from models.search.runtime import embed_text
-from models.searcher import read_searcher, rewrite_leaves_to_search
-from models.io.files import write_text_atomically
-from models.shards.records import EmbeddingRecord, Manifest, encode_record
-from pipelines import evaluate
+from beamlens.models.search import evaluation as ev
+from beamlens.models.errors import BeamlensError
+from beamlens.models.search.runtime import embed_text
+from beamlens.models.searcher import read_searcher, rewrite_leaves_to_search
+from beamlens.models.io.files import write_text_atomically
+from beamlens.models.shards.records import EmbeddingRecord, Manifest, encode_record
+from beamlens.pipelines import evaluate
 from tests import search_fixtures
 from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from models.training.evaluation import attribute_recall, top_k_accuracy
-from models.errors import BeamlensError
+from beamlens.models.training.evaluation import attribute_recall, top_k_accuracy
+from beamlens.models.errors import BeamlensError
 from tests.encoder_helpers import trained_model
 
 
@@ -24,7 +24,7 @@ def test_metrics_on_hand_made_vectors():
 
 
 def test_evaluate_encoder_cli(tmp_path_factory, tmp_path, capsys):
-    from pipelines import evaluate_encoder
+    from beamlens.pipelines import evaluate_encoder
 
     model_dir, corpus = trained_model(tmp_path_factory)
     ann = corpus / "annotations"
@@ -48,7 +48,7 @@ def test_evaluate_encoder_cli(tmp_path_factory, tmp_path, capsys):
 
 
 def test_evaluate_encoder_needs_a_model_folder(tmp_path):
-    from pipelines import evaluate_encoder
+    from beamlens.pipelines import evaluate_encoder
 
     with pytest.raises(BeamlensError, match="not a trained model folder"):
         evaluate_encoder.main(["--model-dir", str(tmp_path), "--captions", "x.json"])

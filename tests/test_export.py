@@ -7,11 +7,11 @@ import json
 import numpy as np
 from PIL import Image
 
-from models import compat
-from models.export import metadata as tflite_metadata
-from models.corpora.coco import load_coco_captions
-from models.encoders.preprocessing import preprocess_image_bytes
-from models.encoders.regex_tokenizer import Vocabulary
+from beamlens.models import compat
+from beamlens.models.export import metadata as tflite_metadata
+from beamlens.models.corpora.coco import load_coco_captions
+from beamlens.models.encoders.preprocessing import preprocess_image_bytes
+from beamlens.models.encoders.regex_tokenizer import Vocabulary
 from tests.encoder_helpers import trained_model
 
 

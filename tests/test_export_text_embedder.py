@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import compat
-from models.export import metadata as tflite_metadata
-from models.errors import BeamlensError
-from pipelines import export_text_embedder
+from beamlens.models import compat
+from beamlens.models.export import metadata as tflite_metadata
+from beamlens.models.errors import BeamlensError
+from beamlens.pipelines import export_text_embedder
 from tests.encoder_helpers import trained_model
 
 
 def test_trained_text_encoder_exports_as_int8(tmp_path_factory, tmp_path, capsys):
     import keras
 
-    from models.encoders.regex_tokenizer import Vocabulary
+    from beamlens.models.encoders.regex_tokenizer import Vocabulary
 
     model_dir, _ = trained_model(tmp_path_factory)
     out = tmp_path / "text_int8.tflite"

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from models import faults
-from models.shards import versions as vo
-from models.shards.records import MANIFEST_NAME, Manifest
+from beamlens.models import faults
+from beamlens.models.shards import versions as vo
+from beamlens.models.shards.records import MANIFEST_NAME, Manifest
 from tests import embed_helpers as h
 from tests.conftest import PROJECT_ROOT, TFLITE_SUPPORT_DATA
 
@@ -35,7 +35,7 @@ RUN_TIMEOUT = 300
 
 def _beamlens(args: list[str], env_extra: dict[str, str] | None = None, wait: bool = True):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
-    command = [sys.executable, "-m", "pipelines.cli", *args]
+    command = [sys.executable, "-m", "beamlens.pipelines.cli", *args]
     if not wait:
         return subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
@@ -68,7 +68,7 @@ def _shard_ids(shards: Path) -> list[str]:
 
 
 def _searcher_ids(searcher: Path) -> list[str]:
-    from models.compat import call_tflite  # noqa: PLC0415
+    from beamlens.models.compat import call_tflite  # noqa: PLC0415
     from tests.tflite_helpers import text_search  # noqa: PLC0415
 
     found = call_tflite(text_search, str(searcher), "photo", 100)

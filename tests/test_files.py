@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from models.io.files import atomic_output, write_bytes_atomically, write_text_atomically
+from beamlens.models.io.files import atomic_output, write_bytes_atomically, write_text_atomically
 
 
 def test_complete_writes_replace_the_file(tmp_path) -> None:

@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 
-from models.errors import BeamlensError
-from models.io.fingerprint import model_fingerprint
+from beamlens.models.errors import BeamlensError
+from beamlens.models.io.fingerprint import model_fingerprint
 
 
 def test_fingerprint_follows_content_not_path(tmp_path):

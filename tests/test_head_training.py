@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 from tests.conftest import COCO_MINI
 
 TRAIN_CAPTIONS = COCO_MINI / "annotations" / "captions_train2017.json"
@@ -15,7 +15,7 @@ VAL_CAPTIONS = COCO_MINI / "annotations" / "captions_val2017.json"
 
 
 def _small_split(name: str, captions_file, count: int, image_size: int):
-    from models.training.end_to_end import Split, load_split
+    from beamlens.models.training.end_to_end import Split, load_split
 
     split = load_split(name, str(captions_file), None, image_size)
     return Split(name, split.images[:count], split.skipped)
@@ -26,9 +26,9 @@ def test_feature_pairs_match_their_own_image_and_caption(tmp_path):
     each pair once an epoch; the cached rows are the backbones' outputs."""
     import keras
 
-    from models.training.heads import FeatureSplit, IMAGE_FEATURES, TEXT_FEATURES
-    from models.encoders.towers import EncoderConfig
-    from models.encoders.regex_tokenizer import build_vocabulary
+    from beamlens.models.training.heads import FeatureSplit, IMAGE_FEATURES, TEXT_FEATURES
+    from beamlens.models.encoders.towers import EncoderConfig
+    from beamlens.models.encoders.regex_tokenizer import build_vocabulary
 
     split = _small_split("train", TRAIN_CAPTIONS, 6, 32)
     vocab = build_vocabulary(c for im in split.images for c in im.captions)
@@ -55,7 +55,7 @@ def test_feature_pairs_match_their_own_image_and_caption(tmp_path):
 def test_non_finite_backbone_features_are_refused_naming_the_input(tmp_path):
     import keras
 
-    from models.training.heads import cache_image_features
+    from beamlens.models.training.heads import cache_image_features
 
     split = _small_split("train", TRAIN_CAPTIONS, 3, 32)
     pixels = keras.Input((32, 32, 3))
@@ -68,7 +68,7 @@ def test_non_finite_backbone_features_are_refused_naming_the_input(tmp_path):
 def test_train_cli_with_pretrained_backbones_trains_heads_and_exports(tmp_path, capsys):
     """beamlens train --image-backbone efficientnet_lite0 --text-backbone minilm: features computed
     once, heads trained, and the exported full encoders carry the trained heads."""
-    from pipelines import train
+    from beamlens.pipelines import train
 
     out = tmp_path / "model"
     train.main(["--captions", str(TRAIN_CAPTIONS), "--val-captions", str(VAL_CAPTIONS), "--out", str(out),
@@ -85,10 +85,10 @@ def test_train_cli_with_pretrained_backbones_trains_heads_and_exports(tmp_path, 
 
     import keras
 
-    from models.encoders.backbones.minilm import vocab_path
-    from models.encoders.bert_tokenizer import BertTokenizer
-    from models.training.evaluation import EncoderModels, embed_images, embed_texts
-    from models.training.end_to_end import load_split
+    from beamlens.models.encoders.backbones.minilm import vocab_path
+    from beamlens.models.encoders.bert_tokenizer import BertTokenizer
+    from beamlens.models.training.evaluation import EncoderModels, embed_images, embed_texts
+    from beamlens.models.training.end_to_end import load_split
 
     assert (out / "vocab.txt").read_text() == open(vocab_path(), encoding="utf-8").read()
     vision = keras.models.load_model(out / "vision_encoder.keras")
@@ -107,8 +107,8 @@ def test_train_cli_with_pretrained_backbones_trains_heads_and_exports(tmp_path, 
 
 
 def test_several_caption_files_make_one_split_and_mismatched_folders_are_refused(tmp_path):
-    from models.training.end_to_end import load_split
-    from pipelines import train
+    from beamlens.models.training.end_to_end import load_split
+    from beamlens.pipelines import train
 
     split = load_split("train", [str(TRAIN_CAPTIONS), str(VAL_CAPTIONS)], [None, None], 32)
     assert len(split.images) == 29 + 56
@@ -121,7 +121,7 @@ def test_several_caption_files_make_one_split_and_mismatched_folders_are_refused
 
 
 def test_bert_text_backbone_beside_a_trainable_image_backbone_is_refused(tmp_path):
-    from pipelines import train
+    from beamlens.pipelines import train
 
     with pytest.raises(BeamlensError, match="trains frozen, beside a frozen image backbone"):
         train.main(["--captions", str(TRAIN_CAPTIONS), "--out", str(tmp_path / "m"), "--text-backbone", "minilm",

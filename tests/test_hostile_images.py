@@ -26,21 +26,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from models.errors import BeamlensError
-from models.encoders.preprocessing import (
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.preprocessing import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ImageDecodeError,
     decode_guard,
     decode_image,
     preprocess_image_bytes,
 )
-from models.search.runtime import Searcher
-from models.search.results import IndexLayout, short_result_note
-from models.encoders.tflite_image_embedder import preprocess_image_bytes_like_task_library
+from beamlens.models.search.runtime import Searcher
+from beamlens.models.search.results import IndexLayout, short_result_note
+from beamlens.models.encoders.tflite_image_embedder import preprocess_image_bytes_like_task_library
 from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
 from tests.test_search_cli import IMAGE_EMBEDDER, IMAGE_INDEX, REGEX_EMBEDDER, run_search
-from transforms.decode import DecodeBatch, ImageBatch
-from transforms.read_images import ImageError, ImageRef
+from beamlens.transforms.decode import DecodeBatch, ImageBatch
+from beamlens.transforms.read_images import ImageError, ImageRef
 
 PREPROCESSORS = [preprocess_image_bytes, preprocess_image_bytes_like_task_library]
 BOMB_REFUSED = "image too large: 20000x10000 = 200,000,000 pixels > budget 100,000,000 (--max-image-pixels)"
@@ -379,7 +379,7 @@ def partitioned_searcher(tmp_path_factory) -> str:
 
 
 def test_a_short_result_list_says_why(partitioned_searcher: str, tmp_path: Path) -> None:
-    from models.searcher import read_searcher, rewrite_leaves_to_search
+    from beamlens.models.searcher import read_searcher, rewrite_leaves_to_search
 
     info = read_searcher(partitioned_searcher)
     assert (info.num_items, info.num_leaves, info.num_leaves_to_search) == (2000, 20, 2)

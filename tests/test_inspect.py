@@ -7,7 +7,7 @@ import json
 import numpy as np
 import tensorflow as tf  # noqa: F401  (keeps inspect from dedicating the pytest process to tflite-support)
 
-from pipelines import cli
+from beamlens.pipelines import cli
 from tests.conftest import TFLITE_SUPPORT_DATA
 
 
@@ -29,8 +29,8 @@ def test_inspect_json_of_an_index_and_of_our_searcher(tmp_path, capsys):
     assert info["first_items"] == ["bird", "burger"]
 
     # One of ours, built through the TF-free API from files.
-    from models import compat  # noqa: PLC0415
-    from models.searcher import attach_index, build_index  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
+    from beamlens.models.searcher import attach_index, build_index  # noqa: PLC0415
     from tests import searcher_tasklib_helpers as h  # noqa: PLC0415
 
     vectors = np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)

@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 
-from models.errors import BeamlensError
-from pipelines import cli
+from beamlens.models.errors import BeamlensError
+from beamlens.pipelines import cli
 from tests.conftest import COCO_MINI, TFLITE_SUPPORT_DATA
 
 TRAIN_CAPTIONS = COCO_MINI / "annotations" / "captions_train2017.json"
@@ -26,7 +25,7 @@ VAL_CAPTIONS = COCO_MINI / "annotations" / "captions_val2017.json"
 
 
 def _pixels(size: int) -> np.ndarray:
-    from models.encoders.preprocessing import preprocess_image_bytes
+    from beamlens.models.encoders.preprocessing import preprocess_image_bytes
 
     return np.stack([preprocess_image_bytes((TFLITE_SUPPORT_DATA / name).read_bytes(), size)
                      for name in ("burger.jpg", "sparrow.png")])
@@ -34,9 +33,9 @@ def _pixels(size: int) -> np.ndarray:
 
 def _student_file(folder) -> str:
     """A small student of MiniLM's vocabulary with its starting weights (no distillation in tests)."""
-    from models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path
-    from models.encoders.distillation.recipe import DistillationRecipe, save_student
-    from models.encoders.distillation.student import build_student
+    from beamlens.models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path
+    from beamlens.models.encoders.distillation.recipe import DistillationRecipe, save_student
+    from beamlens.models.encoders.distillation.student import build_student
 
     tokenizer = BertTokenizer.load(backbone_vocab_path("minilm"))
     return save_student(build_student(tokenizer.size, 24, width=16), str(folder / "student.npz"),
@@ -44,8 +43,8 @@ def _student_file(folder) -> str:
 
 
 def test_multi_scale_pooling_starts_with_the_average_pooled_head():
-    from models.encoders.backbones import BackboneConfig, build_image_backbone
-    from models.encoders.backbones.efficientnet_lite import FEATURES, MULTI_SCALE_FEATURES
+    from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone
+    from beamlens.models.encoders.backbones.efficientnet_lite import FEATURES, MULTI_SCALE_FEATURES
 
     plain = build_image_backbone(BackboneConfig("efficientnet_lite0", image_size=96))
     multi = build_image_backbone(BackboneConfig("efficientnet_lite0", image_size=96, options={"pooling": "multi_scale"}))
@@ -59,14 +58,14 @@ def test_multi_scale_pooling_starts_with_the_average_pooled_head():
 
 
 def test_unknown_pooling_is_refused_with_the_choices():
-    from models.encoders.backbones import efficientnet_lite
+    from beamlens.models.encoders.backbones import efficientnet_lite
 
     with pytest.raises(BeamlensError, match="unknown pooling 'max'; choose one of avg, multi_scale"):
         efficientnet_lite.build(64, pooling="max")
 
 
 def test_linear_heads_are_dense_then_unit_length_at_inference():
-    from models.encoders.linear_heads import LinearHeads, build_heads
+    from beamlens.models.encoders.linear_heads import LinearHeads, build_heads
 
     vision, text = build_heads(12, 5, 4, LinearHeads(image_dropout=0.5, text_dropout=0.2), "image_features",
                                "text_features")
@@ -80,15 +79,14 @@ def test_linear_heads_are_dense_then_unit_length_at_inference():
 
 @pytest.mark.parametrize("photos, expected", [(999, "caption_free"), (1000, "linear")])
 def test_auto_picks_linear_heads_from_a_thousand_photos(photos, expected):
-    from pipelines import train
+    from beamlens.models.training.job import TrainRequest, head_kind
 
-    args = argparse.Namespace(image_backbone="efficientnet_lite0", text_backbone="minilm_static", init="auto",
-                              image_backbone_weights=None, text_backbone_weights=None)
-    assert train._head_kind(args, trainable=False, training_photos=photos) == expected
+    request = TrainRequest(["c.json"], "out", image_backbone="efficientnet_lite0", text_backbone="minilm_static")
+    assert head_kind(request, trainable=False, training_photos=photos) == expected
 
 
 def test_train_linear_refuses_a_model_below_caption_free_then_publishes_it_when_allowed(tmp_path, capsys):
-    from pipelines import train
+    from beamlens.pipelines import train
 
     out = tmp_path / "model"
     # 29 photos and one epoch: random linear heads cannot beat the caption-free model on 56 others

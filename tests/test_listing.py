@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import BeamlensError
-from models.shards.records import Manifest
-from pipelines import embed_images
+from beamlens.models.errors import BeamlensError
+from beamlens.models.shards.records import Manifest
+from beamlens.pipelines import embed_images
 from tests import embed_helpers as h
 from tests.conftest import PROJECT_ROOT
-from transforms import read_images
-from transforms.read_images import ImageReadError, ImageSource, iter_image_refs, match_entries, read_image_bytes
+from beamlens.transforms import read_images
+from beamlens.transforms.read_images import ImageReadError, ImageSource, iter_image_refs, match_entries, read_image_bytes
 
 DANGLING_TARGET = "gone/photo.jpg"
 
@@ -92,7 +92,7 @@ def test_unreadable_file_is_listed_then_denied(tmp_path):
     secret = tmp_path / "secret.jpg"
     secret.write_bytes(h.real_photos()[0].read_bytes())
     secret.chmod(0)
-    code = ("import sys; from transforms.read_images import ImageReadError, match_entries, read_image_bytes\n"
+    code = ("import sys; from beamlens.transforms.read_images import ImageReadError, match_entries, read_image_bytes\n"
             "print(match_entries(sys.argv[1] + '/*.jpg'))\n"
             "try:\n    read_image_bytes(sys.argv[1] + '/secret.jpg')\nexcept ImageReadError as e:\n    print(e.reason)")
     unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.compat import call_tflite
-from models.encoders.preprocessing import preprocess_image_bytes
-from pipelines import cli
+from beamlens.models.compat import call_tflite
+from beamlens.models.encoders.preprocessing import preprocess_image_bytes
+from beamlens.pipelines import cli
 from tests import encoder_helpers, searcher_tasklib_helpers
 from tests import embed_helpers as h
 

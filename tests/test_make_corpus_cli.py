@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from models.corpora.coco import load_coco_captions
-from pipelines import cli
+from beamlens.models.corpora.coco import load_coco_captions
+from beamlens.pipelines import cli
 
 
 def test_make_corpus_prints_what_it_made_and_is_idempotent(tmp_path, capsys):

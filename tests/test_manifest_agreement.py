@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from models.shards import records as sf
-from pipelines import cli
+from beamlens.models.shards import records as sf
+from beamlens.pipelines import cli
 from tests import searcher_tasklib_helpers as h
 from tests.test_build_searcher import _unit
 

@@ -14,9 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-from models import compat
-from models.export import metadata as tflite_metadata
-from models.errors import BeamlensError
+from beamlens.models import compat
+from beamlens.models.export import metadata as tflite_metadata
+from beamlens.models.errors import BeamlensError
 from tests import searcher_tasklib_helpers as h
 from tests.conftest import COCO_MINI
 
@@ -40,7 +40,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _captions(count: int) -> list[str]:
-    from models.corpora.coco import load_coco_captions
+    from beamlens.models.corpora.coco import load_coco_captions
 
     captions = [c for split in ("val2017", "train2017")
                 for image in load_coco_captions(str(COCO_MINI / "annotations" / f"captions_{split}.json"))
@@ -52,10 +52,10 @@ def _captions(count: int) -> list[str]:
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory):
     """A MiniLM text encoder (plus a tiny scratch vision encoder) exported with export_encoders."""
-    from models.encoders.backbones.minilm import vocab_path
-    from models.encoders.bert_tokenizer import BertTokenizer
-    from models.encoders.towers import EncoderConfig, build_text_encoder, build_vision_encoder
-    from models.export.encoders import export_encoders
+    from beamlens.models.encoders.backbones.minilm import vocab_path
+    from beamlens.models.encoders.bert_tokenizer import BertTokenizer
+    from beamlens.models.encoders.towers import EncoderConfig, build_text_encoder, build_vision_encoder
+    from beamlens.models.export.encoders import export_encoders
 
     config = EncoderConfig(image_size=32, max_tokens=MAX_TOKENS, text_backbone="minilm")
     text, vision = build_text_encoder(config), build_vision_encoder(config)
@@ -89,8 +89,8 @@ def test_port_agrees_with_the_int8_onnx_reference_on_20_sentences(minilm):
 
 
 def test_encoder_is_a_frozen_bert_with_task_library_input_names(minilm):
-    from models.encoders.backbones import text_tokenizer_kind
-    from models.encoders.towers import is_bert_text_model
+    from beamlens.models.encoders.backbones import text_tokenizer_kind
+    from beamlens.models.encoders.towers import is_bert_text_model
 
     text = minilm["text"]
     assert is_bert_text_model(text) and text_tokenizer_kind("minilm") == "bert"
@@ -110,7 +110,7 @@ def test_text_embedder_agrees_with_keras_on_20_captions(minilm):
 
 
 def test_text_embedder_metadata_packs_the_wordpiece_vocab(minilm):
-    from models.searcher import metadata_json
+    from beamlens.models.searcher import metadata_json
 
     meta = metadata_json(minilm["paths"]["text_tflite"])
     graph = meta["subgraph_metadata"][0]
@@ -121,7 +121,7 @@ def test_text_embedder_metadata_packs_the_wordpiece_vocab(minilm):
 
 
 def test_text_searcher_finds_each_caption(minilm, tmp_path):
-    from pipelines import build_searcher
+    from beamlens.pipelines import build_searcher
 
     captions = _captions(60)
     vectors = np.asarray(minilm["text"].predict(minilm["tokenizer"].encode_batch(captions, MAX_TOKENS), verbose=0))
@@ -140,9 +140,9 @@ def test_text_searcher_finds_each_caption(minilm, tmp_path):
 
 
 def test_saved_encoder_and_evaluation_use_the_bert_tokenizer(minilm):
-    from models.encoders.bert_tokenizer import BertTokenizer
-    from models.training.evaluation import embed_texts
-    from pipelines.evaluate_encoder import load_models
+    from beamlens.models.encoders.bert_tokenizer import BertTokenizer
+    from beamlens.models.training.evaluation import embed_texts
+    from beamlens.pipelines.evaluate_encoder import load_models
 
     folder = minilm["dir"]
     shutil.copy(minilm["vocab"], folder / "vocab.txt")
@@ -157,7 +157,7 @@ def test_saved_encoder_and_evaluation_use_the_bert_tokenizer(minilm):
 def test_int8_export_is_smaller_and_close(minilm, tmp_path):
     import tensorflow as tf
 
-    from models.export.encoders import bert_input_specs, export_text_embedder, to_tflite
+    from beamlens.models.export.encoders import bert_input_specs, export_text_embedder, to_tflite
 
     out, raw = tmp_path / "int8.tflite", tmp_path / "int8_raw.tflite"
     export_text_embedder(minilm["text"], MAX_TOKENS, minilm["vocab"], str(out), quantize="int8")
@@ -189,8 +189,8 @@ def test_int8_export_is_smaller_and_close(minilm, tmp_path):
 
 
 def test_export_refuses_a_regex_vocab_for_a_bert_encoder(minilm, tmp_path):
-    from models.export.encoders import export_text_embedder
-    from models.encoders.regex_tokenizer import Vocabulary
+    from beamlens.models.export.encoders import export_text_embedder
+    from beamlens.models.encoders.regex_tokenizer import Vocabulary
 
     vocab = tmp_path / "vocab.txt"
     Vocabulary(["red"]).save(str(vocab))
@@ -202,7 +202,7 @@ def test_export_refuses_a_regex_vocab_for_a_bert_encoder(minilm, tmp_path):
 
 
 def test_missing_weights_and_missing_package_are_clear_errors(tmp_path, monkeypatch):
-    from models.encoders.backbones import BackboneConfig, build_text_backbone
+    from beamlens.models.encoders.backbones import BackboneConfig, build_text_backbone
 
     with pytest.raises(BeamlensError, match="MiniLM weights folder not found: .*no_such_dir"):
         build_text_backbone(BackboneConfig("minilm", weights=str(tmp_path / "no_such_dir")))
@@ -215,8 +215,8 @@ def test_missing_weights_and_missing_package_are_clear_errors(tmp_path, monkeypa
 
 
 def test_weights_folder_override_and_padding_is_ignored(minilm, tmp_path):
-    from models.encoders.backbones import BackboneConfig, build_text_backbone
-    from models.encoders.backbones.minilm import model_dir
+    from beamlens.models.encoders.backbones import BackboneConfig, build_text_backbone
+    from beamlens.models.encoders.backbones.minilm import model_dir
 
     for name in ("config.json", "vocab.txt", "model.safetensors"):
         (tmp_path / name).symlink_to(f"{model_dir()}/{name}")
@@ -228,7 +228,7 @@ def test_weights_folder_override_and_padding_is_ignored(minilm, tmp_path):
 
 
 def test_pretrained_minilm_alone_exports_as_a_zero_training_text_embedder(minilm, tmp_path):
-    from pipelines import export_text_embedder
+    from beamlens.pipelines import export_text_embedder
 
     out = tmp_path / "minilm.tflite"
     assert export_text_embedder.main(["--pretrained", "minilm", "--max-tokens", "16", "--out", str(out)]) == 0
@@ -241,7 +241,7 @@ def test_pretrained_minilm_alone_exports_as_a_zero_training_text_embedder(minilm
 
 
 def test_dynamic_length_export_sizes_inputs_per_query(minilm, tmp_path):
-    from models.export.encoders import export_text_embedder
+    from beamlens.models.export.encoders import export_text_embedder
 
     out = tmp_path / "dynamic.tflite"
     export_text_embedder(minilm["text"], MAX_TOKENS, minilm["vocab"], str(out), dynamic_length=True)

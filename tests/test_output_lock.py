@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from models.shards import lock as ol
-from models.shards import versions as vo
-from models.errors import BeamlensError
+from beamlens.models.shards import lock as ol
+from beamlens.models.shards import versions as vo
+from beamlens.models.errors import BeamlensError
 
 
 class FakeClock:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import compat
+from beamlens.models import compat
 from tests import searcher_tasklib_helpers as h
 from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
 from tests.embed_helpers import read_shards
@@ -47,7 +47,7 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def _build(root: Path, corpus: Path, embed_model: str, embedder: str, extra: list[str]) -> dict:
-    from pipelines import build_searcher, embed_images
+    from beamlens.pipelines import build_searcher, embed_images
 
     shards, out = root / "shards", root / "searcher"
     embed_images.run(["--runner", "FnApiRunner", "--input-glob", str(corpus / "*"), "--model", embed_model,
@@ -66,7 +66,7 @@ def _build(root: Path, corpus: Path, embed_model: str, embedder: str, extra: lis
 def searcher(request, tmp_path_factory, corpus) -> dict:
     root = tmp_path_factory.mktemp(request.param)
     if request.param == "efficientnet_lite0":
-        from pipelines import export_pretrained
+        from beamlens.pipelines import export_pretrained
 
         assert export_pretrained.main(["--out", str(root / "model"), "--image-only"]) == 0
         built = _build(root, corpus, str(root / "model" / "vision_encoder.keras"),
@@ -103,7 +103,7 @@ def test_burger_crop_and_rotation_find_the_burger_in_their_top_2(searcher):
 def test_searcher_results_equal_exact_search(searcher, partitions, tmp_path):
     """Task Library ImageSearcher (the index inside the .tflite) vs brute-force NumPy over the index vectors:
     with the builder's automatic choice (one leaf here) and with a k-means tree of 3 leaves, all searched."""
-    from pipelines import build_searcher
+    from beamlens.pipelines import build_searcher
 
     path = searcher["searcher"]
     if partitions != "automatic":
@@ -141,7 +141,7 @@ def test_corpus_vectors_match_the_task_library_embedder(searcher):
 
 
 def test_export_refuses_a_backbone_without_pretrained_weights(tmp_path, capsys):
-    from pipelines import cli
+    from beamlens.pipelines import cli
 
     assert cli.main(["export-pretrained", "--out", str(tmp_path), "--backbone", "scratch_cnn"]) == 2
     assert "has no pretrained weights of its own: give --weights" in capsys.readouterr().err

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.shards import versions as vo
+from beamlens.models.shards import versions as vo
 from tests import embed_helpers as h
 from tests.conftest import PROJECT_ROOT, TFLITE_SUPPORT_DATA
 
 h.install_coco_shim()
 
-from pipelines import reindex  # noqa: E402
+from beamlens.pipelines import reindex  # noqa: E402
 
 DIM = 16  # the regex text embedder's output size, so a real text searcher can be built
 TEXT_EMBEDDER = TFLITE_SUPPORT_DATA / "regex_one_embedding_with_metadata.tflite"
@@ -107,7 +107,7 @@ def _serialized(version: Path) -> dict[str, bytes]:
     """Each record's stored bytes by image id, read with tf.data (independent of our reader)."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from models.shards.records import decode_record  # noqa: PLC0415
+    from beamlens.models.shards.records import decode_record  # noqa: PLC0415
 
     found = {}
     for shard in sorted((version / "shards").glob("embeddings-*-of-*.tfrecord")):
@@ -130,7 +130,7 @@ def _assert_embedded_fresh(world, records: dict, ids: list[str], encoder: Path |
 
 
 def _text_search_ids(searcher: Path, count: int) -> set[str]:
-    from models.compat import call_tflite  # noqa: PLC0415
+    from beamlens.models.compat import call_tflite  # noqa: PLC0415
     from tests.tflite_helpers import text_search  # noqa: PLC0415
 
     found = call_tflite(text_search, str(searcher), "photo", count)
@@ -206,14 +206,14 @@ def test_3_new_changed_deleted_and_recaptioned_images(world):
 def test_4_a_run_killed_before_publishing_leaves_latest_alone(world):
     """(Every stage boundary is killed in tests/test_fault_injection.py; here the killed run's
     remains are followed through a failing run and the recovery.)"""
-    from models import faults  # noqa: PLC0415
+    from beamlens.models import faults  # noqa: PLC0415
 
     corpus: Corpus = world["corpus"]
     corpus.add(103, corpus.spare[3])
     env = {**__import__("os").environ, faults.KILL_ENV: "searcher", "TF_CPP_MIN_LOG_LEVEL": "2"}
     code = (
         "import sys; from tests import embed_helpers as h; h.install_coco_shim(); "
-        "from pipelines import reindex; reindex.run(sys.argv[1:], save_main_session=False)"
+        "from beamlens.pipelines import reindex; reindex.run(sys.argv[1:], save_main_session=False)"
     )
     done = subprocess.run([sys.executable, "-c", code, *_args(world)], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -329,7 +329,7 @@ def test_7_file_stamps_decide_which_files_are_read(world, tmp_path):
 def test_8_shrink_guard_and_a_shell_expanded_glob_publish_nothing(world, tmp_path, capsys):
     """The issue's case: 20 photos, the glob left unquoted. The shell's expansion is refused before
     anything runs (exit 2); a glob that now matches 1 of 20 runs but refuses to publish."""
-    from pipelines import cli  # noqa: PLC0415
+    from beamlens.pipelines import cli  # noqa: PLC0415
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -371,7 +371,7 @@ def test_8_shrink_guard_and_a_shell_expanded_glob_publish_nothing(world, tmp_pat
 def test_9_keep_versions_and_previous(world, tmp_path):
     """--keep-versions 1 keeps only LATEST, 0 keeps all; --previous carries from another output (a
     plain `beamlens embed` folder here), so nothing is embedded twice."""
-    from pipelines import cli, embed_images  # noqa: PLC0415
+    from beamlens.pipelines import cli, embed_images  # noqa: PLC0415
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -1,4 +1,4 @@
-"""transforms.reindex_plan (the per-image rule) and models.shards.versions (versions + LATEST): pure, fast."""
+"""beamlens.transforms.reindex_plan (the per-image rule) and models.shards.versions (versions + LATEST): pure, fast."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from models.shards import versions as vo
-from models.errors import BeamlensError
-from transforms.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
+from beamlens.models.shards import versions as vo
+from beamlens.models.errors import BeamlensError
+from beamlens.transforms.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
 
 FP = "sha256:aaaa"
 

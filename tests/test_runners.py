@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.shards.records import Manifest
-from pipelines import embed_images
+from beamlens.models.shards.records import Manifest
+from beamlens.pipelines import embed_images
 from tests import embed_helpers as h
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"

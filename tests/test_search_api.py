@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models import compat
-from models.errors import BeamlensError
-from models.search.runtime import IMAGE, Searcher, embed_text
-from models.search.results import SearchHit, parse_item_metadata
+from beamlens.models import compat
+from beamlens.models.errors import BeamlensError
+from beamlens.models.search.runtime import IMAGE, Searcher, embed_text
+from beamlens.models.search.results import SearchHit, parse_item_metadata
 from tests import search_fixtures
 from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
 
@@ -65,7 +65,7 @@ def test_searches_run_in_an_isolated_worker_beside_tensorflow() -> None:
 
 
 def test_closed_searcher_refuses_queries_and_frees_the_worker_state() -> None:
-    from models.search import runtime as search_api
+    from beamlens.models.search import runtime as search_api
 
     searcher = Searcher(REGEX_SEARCHER)
     handle = searcher._handle
@@ -83,7 +83,7 @@ def test_closed_searcher_refuses_queries_and_frees_the_worker_state() -> None:
 def test_a_searcher_dropped_without_close_is_freed_by_the_next_call() -> None:
     import gc
 
-    from models.search import runtime as search_api
+    from beamlens.models.search import runtime as search_api
 
     dropped = Searcher(REGEX_SEARCHER)
     handle = dropped._handle

@@ -23,7 +23,7 @@ IMAGE_INDEX = str(TFLITE_SUPPORT_DATA / "searcher_index.ldb")
 def run_search(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "search", *args],
+        [sys.executable, "-m", "beamlens.pipelines.cli", "search", *args],
         capture_output=True, text=True, env=env, timeout=timeout, cwd=PROJECT_ROOT,
     )
 
@@ -53,7 +53,7 @@ def test_json_output_parses_and_matches_the_text_output() -> None:
 
 def test_search_process_never_loads_tensorflow() -> None:
     script = (
-        "import sys\nfrom pipelines import cli\n"
+        "import sys\nfrom beamlens.pipelines import cli\n"
         f"code = cli.main(['search', {REGEX_SEARCHER!r}, 'a sunny day', '-k', '1'])\n"
         "print('TF', sys.modules.get('tensorflow', 'absent'))\nsys.exit(code)\n"
     )
@@ -115,7 +115,7 @@ def shared_photos() -> list[Path]:
 
 @pytest.fixture(scope="module")
 def photo_searcher(tmp_path_factory) -> tuple[str, list[Path], np.ndarray]:
-    from models import compat
+    from beamlens.models import compat
     from tests import search_fixtures
 
     folder = tmp_path_factory.mktemp("photos")

@@ -24,7 +24,7 @@ pytest.importorskip("multipart", reason="python-multipart is not installed (make
 
 from starlette.testclient import TestClient  # noqa: E402
 
-from models.search import server as ss  # noqa: E402
+from beamlens.models.search import server as ss  # noqa: E402
 from tests.serve_fixtures import ServeSearchers, build_serve_searchers  # noqa: E402
 
 SEARCH_JSON_KEYS = {"searcher", "query", "modality", "requested_k", "latency_ms", "hits", "note"}
@@ -233,7 +233,7 @@ def test_max_k_is_capped_by_the_searchers_max_results(searchers) -> None:
 # ---------------------------------------------------------------------------------------------
 def _beamlens(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "beamlens.pipelines.cli", *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=PROJECT_ROOT)
 
 
@@ -257,8 +257,8 @@ def test_serve_refuses_bad_arguments_with_one_line(searchers, args: list[str], m
 def test_the_serve_process_answers_without_loading_tensorflow(searchers) -> None:
     """What `beamlens serve` does before uvicorn, then requests through the app: TensorFlow stays out."""
     script = (
-        "import sys, json\nfrom models import compat\ncompat.prepare_tflite_process()\n"
-        "from models.search import server as ss\nfrom starlette.testclient import TestClient\n"
+        "import sys, json\nfrom beamlens.models import compat\ncompat.prepare_tflite_process()\n"
+        "from beamlens.models.search import server as ss\nfrom starlette.testclient import TestClient\n"
         f"options = ss.ServeOptions({searchers.text_searcher!r}, {searchers.image_searcher!r})\n"
         "text, image = ss.open_service_pools(options)\nclient = TestClient(ss.create_app(text, image))\n"
         f"hits = client.get('/api/search', params={{'q': {ROCKET_QUERY!r}}}).json()['hits']\n"

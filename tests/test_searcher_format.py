@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.errors import BeamlensError
-from models.searcher import read_searcher
-from models.searcher.sstable import Table, TableError, block_entries, encode_block, replace_value, snappy_decompress
-from models.searcher.wire import (
+from beamlens.models.errors import BeamlensError
+from beamlens.models.searcher import read_searcher
+from beamlens.models.searcher.sstable import Table, TableError, block_entries, encode_block, replace_value, snappy_decompress
+from beamlens.models.searcher.wire import (
     decode_index_config,
     fraction_for_leaves,
     leaves_from_fraction,
@@ -99,7 +99,7 @@ def test_block_round_trip_and_value_replacement():
 
 def test_with_search_fraction_edits_only_that_field():
     # A hand-made IndexConfig: partitioner with two 2-d leaves, search_fraction 1.0.
-    from models.searcher.wire import encode_fields  # noqa: PLC0415
+    from beamlens.models.searcher.wire import encode_fields  # noqa: PLC0415
 
     leaf = lambda xs: (1, 2, encode_fields([(1, 2, np.asarray(xs, "<f4").tobytes())]))  # noqa: E731
     partitioner = encode_fields([leaf([1, 0]), leaf([0, 1]), (2, 5, int(np.array([1.0], "<f4").view("<u4")[0])), (3, 0, 1)])

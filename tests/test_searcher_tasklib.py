@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf  # noqa: F401  (load TF first: Task Library work then goes to the worker process)
 
-from models import compat
-from models.searcher import metadata_json, read_searcher, rewrite_leaves_to_search
-from pipelines import build_searcher
+from beamlens.models import compat
+from beamlens.models.searcher import metadata_json, read_searcher, rewrite_leaves_to_search
+from beamlens.pipelines import build_searcher
 from tests import searcher_tasklib_helpers as h
 from tests.conftest import TESTDATA, TFLITE_SUPPORT_DATA
 from tests.search_fixtures import regex_sentences
@@ -149,10 +149,10 @@ def test_image_searcher_finds_the_photo_itself_and_metadata_matches_model_maker(
 def test_recall_simulation_matches_the_device_ah_search(text_20k, tmp_path, lookup):
     """The builder's recall sweep re-implements the device's AH scoring (fixed-point LUT included):
     its top 10 for a query must be the Task Library's top 10."""
-    from models.searcher import ScaNNOptions, ScoreAH, Tree, build_index  # noqa: PLC0415
-    from models.searcher.autotune import AHModel, device_distances  # noqa: PLC0415
-    from models.searcher.sstable import Table  # noqa: PLC0415
-    from models.searcher.wire import decode_index_config  # noqa: PLC0415
+    from beamlens.models.searcher import ScaNNOptions, ScoreAH, Tree, build_index  # noqa: PLC0415
+    from beamlens.models.searcher.autotune import AHModel, device_distances  # noqa: PLC0415
+    from beamlens.models.searcher.sstable import Table  # noqa: PLC0415
+    from beamlens.models.searcher.wire import decode_index_config  # noqa: PLC0415
 
     vectors = text_20k["vectors"][:2000]
     np.save(tmp_path / "v.npy", vectors)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import compat
-from models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path
-from models.encoders.distillation.student import build_student, layer_weights, set_layer_weights
-from models.export import metadata as tflite_metadata
+from beamlens.models import compat
+from beamlens.models.encoders.bert_tokenizer import BertTokenizer, backbone_vocab_path
+from beamlens.models.encoders.distillation.student import build_student, layer_weights, set_layer_weights
+from beamlens.models.export import metadata as tflite_metadata
 
 MAX_TOKENS = 24
 QUERIES = ["a dog catching a frisbee on the beach", "Two red buses parked next to a fire hydrant.",
@@ -25,7 +25,7 @@ BUILTIN_OPS = {"ADD", "CAST", "CONV_2D", "DEQUANTIZE", "DIV", "EXP", "EXPAND_DIM
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from models.export.encoders import export_text_embedder
+    from beamlens.models.export.encoders import export_text_embedder
 
     vocab = backbone_vocab_path("minilm_static")
     tokenizer = BertTokenizer.load(vocab)
@@ -65,7 +65,7 @@ def test_int8_is_a_quarter_of_the_float_file(exported) -> None:
 
 
 def test_the_teacher_gives_the_same_vectors_in_length_buckets() -> None:
-    from models.encoders.distillation.recipe import Teacher
+    from beamlens.models.encoders.distillation.recipe import Teacher
 
     teacher = Teacher.load()
     texts = QUERIES + ["an extremely long caption " * 6]
@@ -76,7 +76,7 @@ def test_the_teacher_gives_the_same_vectors_in_length_buckets() -> None:
 
 
 def test_class_prompts_of_a_student_are_embedded_by_its_teacher(monkeypatch) -> None:
-    from models.encoders import backbones, caption_free
+    from beamlens.models.encoders import backbones, caption_free
 
     built = []
     monkeypatch.setattr(backbones, "build_text_backbone", lambda config: built.append(config) or "teacher model")
@@ -88,7 +88,7 @@ def test_class_prompts_of_a_student_are_embedded_by_its_teacher(monkeypatch) -> 
 
 
 def test_quantization_auto_follows_the_text_backbone() -> None:
-    from models.export.encoders import text_quantization
+    from beamlens.models.export.encoders import text_quantization
 
     assert text_quantization("auto", "minilm_static") == "int8"
     assert text_quantization("auto", "minilm") is None
@@ -103,7 +103,7 @@ def test_quantization_auto_follows_the_text_backbone() -> None:
     (["demo", "--text-backbone", "scratch_text"], "invalid choice: 'scratch_text'"),
 ])
 def test_text_tower_options_reject_what_they_do_not_know(argv: list[str], named: str, capsys) -> None:
-    from pipelines import cli
+    from beamlens.pipelines import cli
 
     with pytest.raises(SystemExit) as stopped:
         cli.main(argv)
@@ -113,21 +113,19 @@ def test_text_tower_options_reject_what_they_do_not_know(argv: list[str], named:
 
 
 def test_train_starts_the_student_from_the_caption_free_heads() -> None:
-    import argparse
+    from dataclasses import replace
 
-    from pipelines.train import _head_kind
+    from beamlens.models.training.job import TrainRequest, head_kind
 
-    args = argparse.Namespace(image_backbone="efficientnet_lite0", text_backbone="minilm_static", init="auto",
-                              image_backbone_weights=None, text_backbone_weights=None)
-    assert _head_kind(args, trainable=False, training_photos=999) == "caption_free"
-    assert _head_kind(args, trainable=False, training_photos=6000) == "linear"  # trained heads on the student too
-    args.text_backbone = "scratch_text"
-    assert _head_kind(args, trainable=False, training_photos=999) is None
+    request = TrainRequest(["c.json"], "out", image_backbone="efficientnet_lite0", text_backbone="minilm_static")
+    assert head_kind(request, trainable=False, training_photos=999) == "caption_free"
+    assert head_kind(request, trainable=False, training_photos=6000) == "linear"  # trained heads on the student too
+    assert head_kind(replace(request, text_backbone="scratch_text"), trainable=False, training_photos=999) is None
 
 
 def test_export_text_embedder_takes_a_student_file_and_quantizes_it_by_default(exported, capsys) -> None:
-    from models.encoders.distillation.recipe import DistillationRecipe, save_student
-    from pipelines import export_text_embedder
+    from beamlens.models.encoders.distillation.recipe import DistillationRecipe, save_student
+    from beamlens.pipelines import export_text_embedder
 
     weights = save_student(exported["student"], str(exported["folder"] / "student.npz"), DistillationRecipe(width=16))
     out = exported["folder"] / "cli_student.tflite"

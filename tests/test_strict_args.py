@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import BeamlensError
-from pipelines import cli
+from beamlens.models.errors import BeamlensError
+from beamlens.pipelines import cli
 from tests.conftest import PROJECT_ROOT
 
 # Hard-coded on purpose: a subcommand that disappears from COMMANDS must fail this test.
@@ -64,8 +64,8 @@ def _restore_logging_env(monkeypatch) -> None:
 
 
 def _embed_options():
-    from pipelines.embed_images import EmbedOptions  # noqa: PLC0415 (registers EmbedOptions)
-    from pipelines.strict_args import parse_pipeline_options  # noqa: PLC0415
+    from beamlens.pipelines.options import EmbedOptions  # noqa: PLC0415 (registers EmbedOptions)
+    from beamlens.pipelines.strict_args import parse_pipeline_options  # noqa: PLC0415
 
     return EmbedOptions, parse_pipeline_options
 
@@ -161,7 +161,7 @@ def test_bad_values_raise_beamlens_error_not_beams_usage() -> None:
 
 
 def test_project_options_count_because_their_classes_are_registered() -> None:
-    import pipelines.reindex as reindex  # noqa: PLC0415 (registers ReindexOptions)
+    import beamlens.pipelines.reindex as reindex  # noqa: PLC0415 (registers ReindexOptions)
 
     _, parse = _embed_options()
     options = parse(["--output-root", "r", "--no-searcher", "--searcher-arg=--score=brute_force", "--model", "m.keras"],
@@ -174,7 +174,7 @@ def test_dask_options_are_registered_only_when_needed() -> None:
     """A fresh process: plain options do not import the DaskRunner (1.5 s); Dask options still pass."""
     script = textwrap.dedent("""
         import sys
-        from pipelines.strict_args import parse_pipeline_options
+        from beamlens.pipelines.strict_args import parse_pipeline_options
         parse_pipeline_options(["--runner", "FnApiRunner"], "embed")
         before = "apache_beam.runners.dask.dask_runner" in sys.modules
         options = parse_pipeline_options(["--dask_client_address", "tcp://x:1"], "embed")
@@ -192,7 +192,7 @@ def test_dask_options_are_registered_only_when_needed() -> None:
 _HARNESS = textwrap.dedent("""
     import contextlib, io, json, sys
     import tensorflow  # first, as `search` would otherwise make this process a TF-free one
-    from pipelines import cli
+    from beamlens.pipelines import cli
     valid, cases = json.loads(sys.argv[1]), json.loads(sys.argv[2])
     results = {}
     for name in cli.COMMANDS:
@@ -255,7 +255,7 @@ def _entry_point(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProces
     script = textwrap.dedent(f"""
         import json, os, sys, warnings
         sys.argv = ["beamlens", *{list(args)!r}]
-        from pipelines import cli
+        from beamlens.pipelines import cli
         code = cli.main()
         warnings.warn("beamlens-own-warning")
         print(json.dumps({{"code": code, "tensorflow": "tensorflow" in sys.modules,
@@ -307,7 +307,7 @@ def test_the_filter_drops_exactly_the_noise_lines(tmp_path) -> None:
             "E0000 00:00:1796219440.2    5398 some_kernel.cc:10] a real native error", "beamlens embed: our message"]
     script = textwrap.dedent(f"""
         import os
-        from pipelines import cli
+        from beamlens.pipelines import cli
         cli.filter_native_stderr()
         for line in {lines + kept!r}:
             os.write(2, (line + "\\n").encode())

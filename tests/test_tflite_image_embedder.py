@@ -1,12 +1,12 @@
-"""models.encoders.tflite_image_embedder: the Task Library's resize and normalization, reproduced; embed options."""
+"""beamlens.models.encoders.tflite_image_embedder: the Task Library's resize and normalization, reproduced; embed options."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.errors import BeamlensError
-from models.encoders.tflite_image_embedder import (
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.tflite_image_embedder import (
     ImageInputSpec,
     TFLiteImageEmbedder,
     read_input_spec,
@@ -41,7 +41,7 @@ def test_float_model_without_normalization_metadata_is_refused(tmp_path):
     import keras
     import tensorflow as tf
 
-    from models.export.encoders import to_tflite
+    from beamlens.models.export.encoders import to_tflite
 
     pixels = keras.Input((8, 8, 3))
     model = keras.Model(pixels, keras.layers.GlobalAveragePooling2D()(pixels))
@@ -57,7 +57,7 @@ def test_embedder_applies_the_metadata_normalization():
     """Feeding (x - 0) / 255 by hand to the interpreter gives what the wrapper gives for raw x."""
     import tensorflow as tf
 
-    from models.encoders.tflite_image_embedder import preprocess_image_bytes_like_task_library
+    from beamlens.models.encoders.tflite_image_embedder import preprocess_image_bytes_like_task_library
 
     pixels = preprocess_image_bytes_like_task_library((TFLITE_SUPPORT_DATA / "burger.jpg").read_bytes(), 224)
     ours = TFLiteImageEmbedder(MOBILENET).embed([pixels])
@@ -72,7 +72,7 @@ def test_embedder_applies_the_metadata_normalization():
 
 
 def test_embed_refuses_other_model_files_and_a_wrong_image_size(tmp_path):
-    from pipelines import embed_images
+    from beamlens.pipelines import embed_images
 
     photos = tmp_path / "p"
     photos.mkdir()
@@ -85,13 +85,8 @@ def test_embed_refuses_other_model_files_and_a_wrong_image_size(tmp_path):
 
 
 def test_resize_choice():
-    from pipelines.options import EmbedOptions, resolved_resize
+    from beamlens.transforms.embed_job import EmbedRequest
 
-    def options(*args):
-        from apache_beam.options.pipeline_options import PipelineOptions
-
-        return PipelineOptions(list(args)).view_as(EmbedOptions)
-
-    assert resolved_resize(options("--model", "m.tflite")) == "task_library"
-    assert resolved_resize(options("--model", "m.keras")) == "pil"
-    assert resolved_resize(options("--model", "m.keras", "--resize", "task_library")) == "task_library"
+    assert EmbedRequest("m.tflite", "out").resolved_resize() == "task_library"
+    assert EmbedRequest("m.keras", "out").resolved_resize() == "pil"
+    assert EmbedRequest("m.keras", "out", resize="task_library").resolved_resize() == "task_library"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.export.quantization import equalize_channels
+from beamlens.models.export.quantization import equalize_channels
 
 
 def _skewed_dense_model():
@@ -40,7 +40,7 @@ def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
 def test_equalized_graph_computes_the_same_function():
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    from models.export.quantization import equalized_function
+    from beamlens.models.export.quantization import equalized_function
 
     model, x = _skewed_dense_model()
     frozen = convert_variables_to_constants_v2(
@@ -55,8 +55,8 @@ def test_equalized_graph_computes_the_same_function():
 
 @pytest.mark.parametrize("length", [16, None], ids=["fixed", "dynamic"])
 def test_int8_export_is_as_accurate_as_per_channel(tmp_path, length):
-    from models.export.encoders import to_tflite
-    from models.export.quantization import configure_int8
+    from beamlens.models.export.encoders import to_tflite
+    from beamlens.models.export.quantization import configure_int8
 
     model, x = _skewed_dense_model()
     want = np.asarray(model(x))

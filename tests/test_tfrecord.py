@@ -1,4 +1,4 @@
-"""models.io.tfrecord reads exactly what TensorFlow's TFRecordWriter writes, and refuses damaged files."""
+"""beamlens.models.io.tfrecord reads exactly what TensorFlow's TFRecordWriter writes, and refuses damaged files."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _write(path, records):
 
 
 def test_reads_what_tensorflow_wrote(tmp_path):
-    from models.io.tfrecord import read_records
+    from beamlens.models.io.tfrecord import read_records
 
     records = [b"", b"x", bytes(range(256)) * 40, "ünïcode".encode()]
     _write(tmp_path / "a.tfrecord", records)
@@ -26,7 +26,7 @@ def test_reads_what_tensorflow_wrote(tmp_path):
 def test_masked_crc_matches_tensorflow_framing(tmp_path):
     import struct
 
-    from models.io.tfrecord import masked_crc32c
+    from beamlens.models.io.tfrecord import masked_crc32c
 
     _write(tmp_path / "one.tfrecord", [b"hello"])
     data = (tmp_path / "one.tfrecord").read_bytes()
@@ -41,7 +41,7 @@ def test_masked_crc_matches_tensorflow_framing(tmp_path):
     (lambda data: b"this is not a tfrecord file at all", "record 0: length checksum mismatch"),
 ])
 def test_damaged_files_fail_with_the_file_and_record_named(tmp_path, damage, message):
-    from models.io.tfrecord import CorruptRecordError, read_records
+    from beamlens.models.io.tfrecord import CorruptRecordError, read_records
 
     _write(tmp_path / "good.tfrecord", [b"first record bytes", b"second record"])
     bad = tmp_path / "bad.tfrecord"
@@ -52,8 +52,8 @@ def test_damaged_files_fail_with_the_file_and_record_named(tmp_path, damage, mes
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
-    from models.errors import BeamlensError
-    from models.io.tfrecord import read_records
+    from beamlens.models.errors import BeamlensError
+    from beamlens.models.io.tfrecord import read_records
 
     with pytest.raises(BeamlensError, match="cannot read .*nothing.tfrecord"):
         list(read_records(str(tmp_path / "nothing.tfrecord")))
@@ -63,8 +63,8 @@ def test_records_written_here_are_read_by_tf_data(tmp_path):
     """The shard writer's framing (models/io/tfrecord.write_record) is what TensorFlow reads."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from models.io.files import atomic_stream  # noqa: PLC0415
-    from models.io.tfrecord import read_records, write_record  # noqa: PLC0415
+    from beamlens.models.io.files import atomic_stream  # noqa: PLC0415
+    from beamlens.models.io.tfrecord import read_records, write_record  # noqa: PLC0415
 
     records = [b"", b"x", bytes(range(256)) * 40]
     path = str(tmp_path / "ours.tfrecord")

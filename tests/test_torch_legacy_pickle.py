@@ -1,4 +1,4 @@
-"""models.encoders.backbones.torch_pickle: PyTorch .pth files into NumPy without PyTorch, refusing code."""
+"""beamlens.models.encoders.backbones.torch_pickle: PyTorch .pth files into NumPy without PyTorch, refusing code."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pickle
 import numpy as np
 import pytest
 
-from models.encoders.backbones import torch_pickle as tlp
-from models.errors import BeamlensError
+from beamlens.models.encoders.backbones import torch_pickle as tlp
+from beamlens.models.errors import BeamlensError
 from tests.torch_pickle_writer import FakeTensor, legacy_bytes, zip_bytes
 
 

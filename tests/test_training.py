@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 from tests.conftest import COCO_MINI
 
 
@@ -19,9 +19,9 @@ def _coco(tmp_path, images, annotations):
 
 
 def test_dataset_has_one_example_per_caption_and_reads_the_cache_on_later_epochs(tmp_path):
-    from models.encoders.towers import EncoderConfig
-    from models.encoders.regex_tokenizer import build_vocabulary
-    from models.training.end_to_end import load_split, make_dataset
+    from beamlens.models.encoders.towers import EncoderConfig
+    from beamlens.models.encoders.regex_tokenizer import build_vocabulary
+    from beamlens.models.training.end_to_end import load_split, make_dataset
 
     split = load_split("val", str(COCO_MINI / "annotations" / "captions_val2017.json"), None, 32)
     vocab = build_vocabulary(c for im in split.images for c in im.captions)
@@ -35,8 +35,8 @@ def test_dataset_has_one_example_per_caption_and_reads_the_cache_on_later_epochs
     assert first["image"].shape == (8, 32, 32, 3) and first["ids"].shape == (8, 12)
     assert first["image"].dtype.name == "float32" and float(np.max(first["image"])) > 1.0  # raw 0..255
     # Every example pairs an image with one of ITS captions: find the image by its pixels.
-    from models.io.files import read_bytes as read_file
-    from models.encoders.preprocessing import preprocess_image_bytes
+    from beamlens.models.io.files import read_bytes as read_file
+    from beamlens.models.encoders.preprocessing import preprocess_image_bytes
 
     by_pixels = {preprocess_image_bytes(read_file(im.path), 32).tobytes(): im for im in split.images}
     for pixels, ids in zip(first["image"].numpy(), first["ids"].numpy()):
@@ -49,9 +49,9 @@ def test_dataset_has_one_example_per_caption_and_reads_the_cache_on_later_epochs
 
 
 def test_validation_order_is_mixed_but_fixed():
-    from models.encoders.towers import EncoderConfig
-    from models.encoders.regex_tokenizer import build_vocabulary
-    from models.training.end_to_end import load_split, make_dataset
+    from beamlens.models.encoders.towers import EncoderConfig
+    from beamlens.models.encoders.regex_tokenizer import build_vocabulary
+    from beamlens.models.training.end_to_end import load_split, make_dataset
 
     split = load_split("val", str(COCO_MINI / "annotations" / "captions_val2017.json"), None, 16)
     vocab = build_vocabulary(c for im in split.images for c in im.captions)
@@ -65,7 +65,7 @@ def test_validation_order_is_mixed_but_fixed():
 
 
 def test_undecodable_images_are_skipped_and_counted(tmp_path, capsys):
-    from models.training.end_to_end import load_split
+    from beamlens.models.training.end_to_end import load_split
 
     (tmp_path / "x").mkdir()
     good = (COCO_MINI / "val2017").glob("*.jpg").__next__()
@@ -79,7 +79,7 @@ def test_undecodable_images_are_skipped_and_counted(tmp_path, capsys):
 
 
 def test_bad_input_gets_clear_errors(tmp_path):
-    from pipelines import train
+    from beamlens.pipelines import train
 
     empty = _coco(tmp_path, [], [])
     with pytest.raises(BeamlensError, match="split is empty"):

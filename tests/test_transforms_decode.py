@@ -9,10 +9,10 @@ import numpy as np
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models.encoders.preprocessing import preprocess_image_bytes
+from beamlens.models.encoders.preprocessing import preprocess_image_bytes
 from tests import embed_helpers as h
-from transforms.decode import DecodeBatch, ImageBatch, only
-from transforms.read_images import ImageError, ImageRef
+from beamlens.transforms.decode import DecodeBatch, ImageBatch, only
+from beamlens.transforms.read_images import ImageError, ImageRef
 
 
 def test_decode_batch_splits_good_and_bad(tmp_path):

@@ -10,12 +10,12 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models.encoders.preprocessing import preprocess_image_bytes
-from models.shards.records import EmbeddingRecord
+from beamlens.models.encoders.preprocessing import preprocess_image_bytes
+from beamlens.models.shards.records import EmbeddingRecord
 from tests import embed_helpers as h
-from transforms.decode import ImageBatch, ImageMeta, only
-from transforms.inference import EmbedBatches, l2_normalize
-from transforms.read_images import ImageError
+from beamlens.transforms.decode import ImageBatch, ImageMeta, only
+from beamlens.transforms.inference import EmbedBatches, l2_normalize
+from beamlens.transforms.read_images import ImageError
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 from tests import embed_helpers as h
-from transforms.read_images import (
+from beamlens.transforms.read_images import (
     BatchImageRefs,
     ImageReadError,
     ImageRef,

@@ -8,12 +8,12 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import embed_images
+from beamlens.pipelines import embed_images
 from tests import embed_helpers as h
-from transforms import inference
-from models.shards.records import EmbeddingRecord
-from transforms.read_images import ImageError
-from transforms.write_shards import CountMismatchError, WriteEmbeddingsAndErrors, read_outputs, reconcile, shard_of
+from beamlens.transforms import inference
+from beamlens.models.shards.records import EmbeddingRecord
+from beamlens.transforms.read_images import ImageError
+from beamlens.transforms.write_shards import CountMismatchError, WriteEmbeddingsAndErrors, read_outputs, reconcile, shard_of
 
 
 def _record(i: int) -> EmbeddingRecord:

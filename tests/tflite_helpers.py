@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 
 def text_search(searcher_path: str, query: str, max_results: int = 3) -> dict:

@@ -24,9 +24,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from models.io import files
-from models.faults import checkpoint
-from models.encoders.preprocessing import (
+from beamlens.models.io import files
+from beamlens.models.faults import checkpoint
+from beamlens.models.encoders.preprocessing import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ImageDecodeError,
     check_max_image_pixels,
@@ -34,7 +34,7 @@ from models.encoders.preprocessing import (
     preprocess_image_bytes,
     short_reason,
 )
-from transforms.read_images import (
+from beamlens.transforms.read_images import (
     METRICS_NAMESPACE,
     ImageError,
     ImageReadError,
@@ -83,7 +83,7 @@ def preprocess_for(resize: str) -> Preprocess:
     """The (bytes, size) -> pixels function of a ``--resize`` choice: ``task_library`` resizes as
     the Task Library resizes a query (for a foreign .tflite embedder's index), ``pil`` as training."""
     if resize == "task_library":
-        from models.encoders.tflite_image_embedder import preprocess_image_bytes_like_task_library  # noqa: PLC0415
+        from beamlens.models.encoders.tflite_image_embedder import preprocess_image_bytes_like_task_library  # noqa: PLC0415
 
         return preprocess_image_bytes_like_task_library
     return preprocess_image_bytes

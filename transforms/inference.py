@@ -27,10 +27,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
-from models.io import files
-from models.shards.records import EmbeddingRecord
-from transforms.decode import ImageBatch, ImageMeta
-from transforms.read_images import METRICS_NAMESPACE, ImageError
+from beamlens.models.io import files
+from beamlens.models.shards.records import EmbeddingRecord
+from beamlens.transforms.decode import ImageBatch, ImageMeta
+from beamlens.transforms.read_images import METRICS_NAMESPACE, ImageError
 
 PROGRESS_SECONDS = 10.0
 _LOG = logging.getLogger("beamlens.embed")
@@ -72,7 +72,7 @@ class TFLiteEmbedderModelHandler(ModelHandler):
     def load_model(self):
         import tempfile  # noqa: PLC0415
 
-        from models.encoders.tflite_image_embedder import TFLiteImageEmbedder  # noqa: PLC0415
+        from beamlens.models.encoders.tflite_image_embedder import TFLiteImageEmbedder  # noqa: PLC0415
 
         path = self._model_path
         if files.is_remote(path):  # the interpreter reads local files only: copy gs:// and the like

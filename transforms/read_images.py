@@ -28,9 +28,9 @@ import apache_beam as beam
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.metrics import Metrics
 
-from models.io import files
-from models.corpora.coco import default_image_root, parse_coco_captions
-from models.errors import BeamlensError
+from beamlens.models.io import files
+from beamlens.models.corpora.coco import default_image_root, parse_coco_captions
+from beamlens.models.errors import BeamlensError
 
 METRICS_NAMESPACE = "beamlens.embed"
 

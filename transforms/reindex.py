@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 import zlib
 from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 
-from models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, preprocess_image_bytes
-from models.errors import BeamlensError
-from models.io import files
-from models.shards.reader import shard_records
-from models.shards.records import EmbeddingRecord, StoredRecord, decode_record, peek_record
-from transforms.decode import DecodeBatch, ImageBatch, Preprocess, only
-from transforms.inference import EmbedBatches
-from transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, file_stamp, read_image_bytes
-from transforms.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
-from transforms.write_shards import WriteEmbeddingsAndErrors, prepare_output, read_outputs, reconcile
+from beamlens.models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, preprocess_image_bytes
+from beamlens.models.errors import BeamlensError
+from beamlens.models.io import files
+from beamlens.models.shards.reader import shard_records
+from beamlens.models.shards.records import EmbeddingRecord, StoredRecord, decode_record, peek_record
+from beamlens.transforms.decode import DecodeBatch, ImageBatch, Preprocess, only
+from beamlens.transforms.inference import EmbedBatches
+from beamlens.transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, file_stamp, read_image_bytes
+from beamlens.transforms.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
+from beamlens.transforms.run_accounting import run_and_reconcile
+from beamlens.transforms.write_shards import WriteEmbeddingsAndErrors, prepare_output
 
 
 class PlanEntry(NamedTuple):
@@ -269,17 +269,14 @@ class GraphOutcome:
 
 
 def run_reindex_graph(pipeline: beam.Pipeline, graph: ReindexGraph, listed_ids: set[str]) -> GraphOutcome:
-    """Build and run the graph, then check that every listed image is accounted for exactly once."""
+    """Build and run the graph, then check that every listed image is accounted for exactly once
+    (the post-run path ``embed`` takes too: transforms/run_accounting.py) and that the plan covers them."""
     prepare_output(graph.shards_dir)
     files.mkdirs(graph.plan_dir)
     build_pipeline(pipeline, graph)
-    started = time.monotonic()
-    pipeline.run().wait_until_finish()
-    beam_seconds = time.monotonic() - started
-    summary = read_outputs(graph.shards_dir, graph.num_shards, graph.fingerprint)
-    reconcile(summary, listed_ids)
+    run = run_and_reconcile(pipeline, graph.shards_dir, graph.num_shards, graph.fingerprint, listed_ids)
     plan = read_plan(graph.plan_dir, graph.num_shards)
     planned = sum(plan.counts.values()) - plan.get(Action.DELETE)
     if planned != len(listed_ids):
         raise BeamlensError(f"the plan covers {planned} current images but {len(listed_ids)} were listed; refusing to publish")
-    return GraphOutcome(summary, plan, beam_seconds)
+    return GraphOutcome(run.summary, plan, run.seconds)

@@ -190,7 +190,7 @@ class ShrinkGuard:
 
     def enforce(self, removed: int, previous_count: int) -> None:
         """Raise BeamlensError when the new version drops too much and the shrink was not allowed."""
-        from models.errors import BeamlensError  # noqa: PLC0415 (keeps this module import-free)
+        from beamlens.models.errors import BeamlensError  # noqa: PLC0415 (keeps this module import-free)
 
         fraction = removed / previous_count if previous_count else 0.0
         if fraction > self.max_fraction and not self.allow_shrink:

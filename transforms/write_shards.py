@@ -33,11 +33,11 @@ from typing import Any, Iterable, Iterator
 import apache_beam as beam
 import numpy as np
 
-from models.errors import BeamlensError
-from models.faults import checkpoint
-from models.io import files
-from models.io.tfrecord import write_record
-from models.shards.records import (
+from beamlens.models.errors import BeamlensError
+from beamlens.models.faults import checkpoint
+from beamlens.models.io import files
+from beamlens.models.io.tfrecord import write_record
+from beamlens.models.shards.records import (
     ERRORS_PREFIX,
     MANIFEST_NAME,
     SHARD_PREFIX,
@@ -48,8 +48,8 @@ from models.shards.records import (
     decode_record,
     encode_record,
 )
-from models.shards.reader import check_record_vector, shard_records
-from transforms.read_images import ImageError
+from beamlens.models.shards.reader import check_record_vector, shard_records
+from beamlens.transforms.read_images import ImageError
 
 ERRORS_SUFFIX = ".jsonl"
 

@@ -39,7 +39,7 @@ def split_command(argv: list[str]) -> tuple[str, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.INFO)
     command, rest = split_command(list(sys.argv[1:] if argv is None else argv))
-    from pipelines import cli  # noqa: PLC0415 (after the launcher has set up the environment)
+    from beamlens.pipelines import cli  # noqa: PLC0415 (after the launcher has set up the environment)
 
     return cli.main([command, *rest])
 

@@ -22,8 +22,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from models.io import files
-from models.errors import BeamlensError
+from beamlens.models.io import files
+from beamlens.models.errors import BeamlensError
 
 #: How many missing image files an error names before it only counts the rest.
 MISSING_FILES_NAMED = 5

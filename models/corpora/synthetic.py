@@ -38,8 +38,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image, ImageDraw
 
-from models.io.files import atomic_output
-from models.errors import BeamlensError
+from beamlens.models.io.files import atomic_output
+from beamlens.models.errors import BeamlensError
 
 CORPUS_FORMAT = "beamlens-synthetic-corpus/1"
 SPLITS = ("train", "val")

@@ -26,7 +26,7 @@ from typing import Iterable
 
 import numpy as np
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 CLS, SEP, UNK, PAD = "[CLS]", "[SEP]", "[UNK]", "[PAD]"
 MAX_BYTES_PER_WORD = 100  # tensorflow-text kDefaultMaxBytesPerToken
@@ -157,14 +157,14 @@ def load_caption_tokenizer(vocab_path: str, text_backbone: str | None = None):
     file's format decides.
     """
     if text_backbone is not None:
-        from models.encoders.backbones import text_tokenizer_kind  # noqa: PLC0415 (imports Keras)
+        from beamlens.models.encoders.backbones import text_tokenizer_kind  # noqa: PLC0415 (imports Keras)
 
         bert = text_tokenizer_kind(text_backbone) == "bert"
     else:
         bert = is_wordpiece_vocab(vocab_path)
     if bert:
         return BertTokenizer.load(vocab_path)
-    from models.encoders.regex_tokenizer import Vocabulary  # noqa: PLC0415
+    from beamlens.models.encoders.regex_tokenizer import Vocabulary  # noqa: PLC0415
 
     if not os.path.isfile(vocab_path):
         raise BeamlensError(f"vocab not found: {vocab_path}")
@@ -173,10 +173,10 @@ def load_caption_tokenizer(vocab_path: str, text_backbone: str | None = None):
 
 def backbone_vocab_path(text_backbone: str, weights: str | None = None) -> str:
     """The WordPiece vocab that a BERT-like text backbone was pretrained with (the export packs it)."""
-    from models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES  # noqa: PLC0415
 
     if text_backbone in MINILM_TEXT_BACKBONES:  # the student keeps its teacher's vocab
-        from models.encoders.backbones.minilm import vocab_path  # noqa: PLC0415
+        from beamlens.models.encoders.backbones.minilm import vocab_path  # noqa: PLC0415
 
         return vocab_path(weights if text_backbone == "minilm" else None)  # a student's weights are one .npz
     raise BeamlensError(f"no WordPiece vocab is known for the text backbone {text_backbone!r}")

@@ -43,8 +43,8 @@ from typing import Sequence
 
 import numpy as np
 
-from models.errors import BeamlensError
-from models.io import cache, files
+from beamlens.models.errors import BeamlensError
+from beamlens.models.io import cache, files
 
 IMAGE_BACKBONE, TEXT_BACKBONE = "efficientnet_lite0", "minilm"
 HEAD_KIND = "caption_free"  # EncoderConfig.extra["head"]
@@ -80,7 +80,7 @@ def load_class_names(path: str | None = None) -> list[str]:
 
     A file has one line per class (``name`` or ``wnid<TAB>name, synonym, ...``: the first name is
     used), exactly as many lines as the classifier has outputs."""
-    from models.encoders.imagenet_labels import NUM_CLASSES, short_names  # noqa: PLC0415
+    from beamlens.models.encoders.imagenet_labels import NUM_CLASSES, short_names  # noqa: PLC0415
 
     if path is None:
         return short_names()
@@ -112,7 +112,7 @@ def _prompt_encoder(text_backbone, length: int):
     teacher = getattr(text_backbone, "teacher", None)
     if teacher is None:
         return text_backbone
-    from models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
+    from beamlens.models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
 
     return build_text_backbone(BackboneConfig(teacher, max_tokens=length))
 
@@ -123,7 +123,7 @@ def class_vectors(text_backbone, tokenizer, names: Sequence[str], templates: Seq
 
     The MiniLM pass over 8,000 prompts takes about a minute on 2 cores, so the result is cached
     on disk (``$BEAMLENS_CACHE`` or ``~/.cache/beamlens``), keyed by names, templates and weights."""
-    from models.encoders.backbones.minilm import weights_stamp  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.minilm import weights_stamp  # noqa: PLC0415
 
     length = int(text_backbone.inputs[0].shape[1])  # padding is masked out: the vectors do not depend on it
     if getattr(text_backbone, "teacher", None):
@@ -207,9 +207,9 @@ def fit_alignment(vectors: np.ndarray, dimension: int, temperature: float = DEFA
 
 def classifier_weights(weights: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """EfficientNet-Lite0's ImageNet classifier (``[1280, 1000]`` kernel, ``[1000]`` bias) from its .pth."""
-    from models.encoders.backbones.efficientnet_lite import default_weights_path  # noqa: PLC0415
-    from models.encoders.backbones import require_path  # noqa: PLC0415
-    from models.encoders.backbones.torch_pickle import load_state_dict  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.efficientnet_lite import default_weights_path  # noqa: PLC0415
+    from beamlens.models.encoders.backbones import require_path  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.torch_pickle import load_state_dict  # noqa: PLC0415
 
     path = require_path(weights, "efficientnet_lite0 weights file") if weights else default_weights_path()
     state = load_state_dict(path)
@@ -268,7 +268,7 @@ def build_encoders(vision_backbone, text_backbone, image_size: int, max_tokens: 
     ``segment_ids`` ``[None, L]`` -> ``[None, D]``. Built-in layers only (RunInference, TFLite)."""
     import keras  # noqa: PLC0415
 
-    from models.encoders.towers import BERT_INPUTS  # noqa: PLC0415
+    from beamlens.models.encoders.towers import BERT_INPUTS  # noqa: PLC0415
 
     pixels = keras.Input((image_size, image_size, 3), dtype="float32", name="image")
     vision = keras.Model(pixels, vision_head(vision_backbone(pixels), alignment, classifier, residual_units),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from models.encoders.towers import EncoderConfig, build_text_encoder, build_vision_encoder
+from beamlens.models.encoders.towers import EncoderConfig, build_text_encoder, build_vision_encoder
 
 
 def make_loss(embedding_dim: int, temperature: float, identity_weight: float = 0.0):

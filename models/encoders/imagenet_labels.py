@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 LABELS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagenet_labels.txt")
 NUM_CLASSES = 1000

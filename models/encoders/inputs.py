@@ -12,8 +12,8 @@ import json
 import zipfile
 from typing import Any
 
-from models.errors import BeamlensError
-from models.io import files
+from beamlens.models.errors import BeamlensError
+from beamlens.models.io import files
 
 
 def _find_batch_shape(node: Any) -> list | None:
@@ -50,7 +50,7 @@ def model_image_size(model_path: str) -> int:
 
 def tflite_image_size(model_path: str) -> int:
     """S of a square image embedder ``.tflite`` input [1, S, S, 3] (read from the file, no TF)."""
-    from models.encoders.tflite_image_embedder import read_input_spec  # noqa: PLC0415
+    from beamlens.models.encoders.tflite_image_embedder import read_input_spec  # noqa: PLC0415
 
     local = model_path
     if files.is_remote(model_path):

@@ -72,7 +72,7 @@ def build_encoders(vision_backbone, text_backbone, image_size: int, max_tokens: 
     """(vision encoder, text encoder): raw 0..255 pixels / BERT inputs -> ``[None, D]`` unit vectors."""
     import keras  # noqa: PLC0415
 
-    from models.encoders.towers import BERT_INPUTS  # noqa: PLC0415
+    from beamlens.models.encoders.towers import BERT_INPUTS  # noqa: PLC0415
 
     pixels = keras.Input((image_size, image_size, 3), dtype="float32", name="image")
     vision = keras.Model(pixels, _head(vision_backbone(pixels), dimension, recipe.image_dropout, "vision"),

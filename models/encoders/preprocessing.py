@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_MAX_IMAGE_PIXELS = 150_000_000  # 150 MP: a 15000x10000 scan decodes (450 MB of RGB); the 200 MP 24 KB bomb does not

@@ -21,8 +21,8 @@ from typing import Iterable
 
 import numpy as np
 
-from models.io.files import write_text_atomically
-from models.errors import BeamlensError
+from beamlens.models.io.files import write_text_atomically
+from beamlens.models.errors import BeamlensError
 
 PAD, START, UNKNOWN, UNUSED = "<PAD>", "<START>", "<UNKNOWN>", "<UNUSED>"
 SPECIAL_TOKENS = (PAD, START, UNKNOWN, UNUSED)

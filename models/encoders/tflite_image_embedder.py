@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from models.errors import BeamlensError
-from models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, decode_guard, decode_image
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, decode_guard, decode_image
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def _normalization(data: bytes) -> tuple[tuple[float, ...], tuple[float, ...]] |
 
 def read_input_spec(path: str) -> ImageInputSpec:
     """The input size, type and normalization of an image embedder ``.tflite`` (no TF needed)."""
-    from models.searcher import model_file  # noqa: PLC0415
+    from beamlens.models.searcher import model_file  # noqa: PLC0415
 
     try:
         with open(path, "rb") as stream:

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 import keras
 
-from models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone, has_default_weights
-from models.encoders.preprocessing import DEFAULT_IMAGE_SIZE
-from models.encoders.regex_tokenizer import DEFAULT_MAX_TOKENS
+from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone, has_default_weights
+from beamlens.models.encoders.preprocessing import DEFAULT_IMAGE_SIZE
+from beamlens.models.encoders.regex_tokenizer import DEFAULT_MAX_TOKENS
 
 BERT_INPUTS = ("ids", "mask", "segment_ids")  # models.encoders.bert_tokenizer.INPUT_NAMES
 
@@ -69,7 +69,7 @@ def _trainable(name: str, weights: str | None, requested: bool) -> bool:
 def default_image_size(image_backbone: str) -> int:
     """The input size a backbone was pretrained at (EfficientNet-Lite0: 224), else the default 64."""
     if image_backbone == "efficientnet_lite0":
-        from models.encoders.backbones.efficientnet_lite import PRETRAINED_SIZE  # noqa: PLC0415
+        from beamlens.models.encoders.backbones.efficientnet_lite import PRETRAINED_SIZE  # noqa: PLC0415
 
         return PRETRAINED_SIZE
     return DEFAULT_IMAGE_SIZE

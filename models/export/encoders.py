@@ -24,13 +24,13 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from models.export import model_folder
-from models import compat
-from models.export import metadata as tflite_metadata
-from models.export import quantization as tflite_quantization
-from models.encoders.bert_tokenizer import is_wordpiece_vocab
-from models.encoders.towers import BERT_INPUTS, EncoderConfig, is_bert_text_model
-from models.errors import BeamlensError
+from beamlens.models.export import model_folder
+from beamlens.models import compat
+from beamlens.models.export import metadata as tflite_metadata
+from beamlens.models.export import quantization as tflite_quantization
+from beamlens.models.encoders.bert_tokenizer import is_wordpiece_vocab
+from beamlens.models.encoders.towers import BERT_INPUTS, EncoderConfig, is_bert_text_model
+from beamlens.models.errors import BeamlensError
 
 QUANTIZATIONS = (None, "int8")
 AUTO = "auto"  # the text backbone's measured best: TEXT_QUANTIZATION_DEFAULTS, else float

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.io.files import write_bytes_atomically
+from beamlens.models.io.files import write_bytes_atomically
 
 DELIM_REGEX = r"[^\w']+"
 """The RegexTokenizer delimiter: everything but word characters and apostrophes splits tokens

@@ -20,8 +20,8 @@ import json
 import os
 import tempfile
 
-from models.export import model_folder
-from models.errors import BeamlensError
+from beamlens.models.export import model_folder
+from beamlens.models.errors import BeamlensError
 
 VISION_KERAS = model_folder.VISION_ENCODER
 IMAGE_TFLITE = model_folder.IMAGE_EMBEDDER
@@ -34,7 +34,7 @@ def build_embedder(backbone: str = DEFAULT_BACKBONE, image_size: int = 224, weig
     """Backbone (+ ``UnitNormalization``) as a Keras model: raw pixels [B, S, S, 3] -> [B, F]."""
     import keras  # noqa: PLC0415
 
-    from models.encoders.backbones import BackboneConfig, build_image_backbone, has_default_weights  # noqa: PLC0415
+    from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone, has_default_weights  # noqa: PLC0415
 
     if image_size < 1:
         raise BeamlensError(f"--image-size must be positive, got {image_size}")
@@ -54,7 +54,7 @@ def build_embedder(backbone: str = DEFAULT_BACKBONE, image_size: int = 224, weig
 
 
 def _save_keras_atomically(model, path: str) -> None:
-    from models.io.files import atomic_path  # noqa: PLC0415
+    from beamlens.models.io.files import atomic_path  # noqa: PLC0415
 
     with atomic_path(path, ".keras") as temp:
         model.save(temp)
@@ -66,10 +66,10 @@ def export_pretrained(out_dir: str, backbone: str = DEFAULT_BACKBONE, image_size
     """Write ``vision_encoder.keras``, ``image_embedder.tflite`` and a small JSON description."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from models import compat  # noqa: PLC0415
-    from models.export import metadata as tflite_metadata
-    from models.io.files import atomic_output  # noqa: PLC0415
-    from models.export.encoders import to_tflite  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
+    from beamlens.models.export import metadata as tflite_metadata
+    from beamlens.models.io.files import atomic_output  # noqa: PLC0415
+    from beamlens.models.export.encoders import to_tflite  # noqa: PLC0415
 
     model = build_embedder(backbone, image_size, weights, l2_normalize, resize_to)
     os.makedirs(out_dir, exist_ok=True)
@@ -115,14 +115,14 @@ def export_caption_free(out_dir: str, embedding_dim: int = 128, temperature: flo
     puts MiniLM's phone-grade student under the same text head (models/encoders/distillation)."""
     import shutil  # noqa: PLC0415
 
-    from models.encoders import caption_free as cf  # noqa: PLC0415
-    from models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
-    from models.encoders.backbones.minilm import vocab_path  # noqa: PLC0415
-    from models.encoders.bert_tokenizer import BertTokenizer  # noqa: PLC0415
-    from models.encoders.towers import EncoderConfig  # noqa: PLC0415
-    from models.export.encoders import export_encoders  # noqa: PLC0415
-    from models.io.fingerprint import model_fingerprint  # noqa: PLC0415
-    from models.io.files import write_json  # noqa: PLC0415
+    from beamlens.models.encoders import caption_free as cf  # noqa: PLC0415
+    from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.minilm import vocab_path  # noqa: PLC0415
+    from beamlens.models.encoders.bert_tokenizer import BertTokenizer  # noqa: PLC0415
+    from beamlens.models.encoders.towers import EncoderConfig  # noqa: PLC0415
+    from beamlens.models.export.encoders import export_encoders  # noqa: PLC0415
+    from beamlens.models.io.fingerprint import model_fingerprint  # noqa: PLC0415
+    from beamlens.models.io.files import write_json  # noqa: PLC0415
 
     templates = cf.load_templates(templates_file) if templates_file else list(cf.DEFAULT_TEMPLATES)
     cf.load_class_names(class_names_file)  # errors before any model is built

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from typing import IO, Iterable, Iterator, Union
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 
 def is_remote(path: str) -> bool:

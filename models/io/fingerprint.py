@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 
-from models.errors import BeamlensError
-from models.io import files
+from beamlens.models.errors import BeamlensError
+from beamlens.models.io import files
 
 FINGERPRINT_PREFIX = "sha256:"
 FINGERPRINT_HEX_CHARS = 16  # 64 bits: plenty to tell a handful of models apart, short per record

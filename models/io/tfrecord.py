@@ -17,8 +17,8 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO, Iterator
 
-from models.errors import BeamlensError
-from models.io import files
+from beamlens.models.errors import BeamlensError
+from beamlens.models.io import files
 
 _MASK_DELTA = 0xA282EAD8
 _HEADER = struct.Struct("<QI")

@@ -21,8 +21,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from models.errors import BeamlensError
-from models.knn import DATABASE_CHUNK, DOT_PRODUCT, SQUARED_L2, exact_knn, top_k_accuracy  # noqa: F401 (the metric's home)
+from beamlens.models.errors import BeamlensError
+from beamlens.models.knn import DATABASE_CHUNK, DOT_PRODUCT, SQUARED_L2, exact_knn, top_k_accuracy  # noqa: F401 (the metric's home)
 
 DEFAULT_KS = (1, 5, 10, 100)
 DEFAULT_LEAVES_SWEEP = (1, 2, 4, 8, 16, 32)
@@ -260,7 +260,7 @@ def read_shard_items(shards_dirs: str | Sequence[str], progress: Any = None, uni
     from the reader's scratch file, so peak memory stays the N x d float32 matrix."""
     import tempfile  # noqa: PLC0415
 
-    from models.shards.reader import read_shards  # noqa: PLC0415
+    from beamlens.models.shards.reader import read_shards  # noqa: PLC0415
 
     folders = [shards_dirs] if isinstance(shards_dirs, str) else list(shards_dirs)
     with tempfile.TemporaryDirectory(prefix="beamlens-evaluate-") as work:

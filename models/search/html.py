@@ -15,9 +15,9 @@ import os
 from typing import Any, Iterable, Sequence
 
 
-from models.io import files
-from models.encoders.preprocessing import ImageDecodeError, decode_image
-from models.search.results import SearchHit, SearchResults
+from beamlens.models.io import files
+from beamlens.models.encoders.preprocessing import ImageDecodeError, decode_image
+from beamlens.models.search.results import SearchHit, SearchResults
 
 THUMBNAIL_SIZE = 160
 

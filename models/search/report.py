@@ -20,13 +20,13 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from models.progress import progress_printer
-from models.errors import BeamlensError
-from models.io import files
-from models.io.files import write_bytes_atomically, write_text_atomically
-from models.search import evaluation as ev
-from models.search.html import render_evaluation_report
-from models.search.runtime import Searcher, check_readable_file, embed_text, time_text_embedder
+from beamlens.models.progress import progress_printer
+from beamlens.models.errors import BeamlensError
+from beamlens.models.io import files
+from beamlens.models.io.files import write_bytes_atomically, write_text_atomically
+from beamlens.models.search import evaluation as ev
+from beamlens.models.search.html import render_evaluation_report
+from beamlens.models.search.runtime import Searcher, check_readable_file, embed_text, time_text_embedder
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -64,7 +64,7 @@ class EvaluationRequest:
 def _searcher_tools() -> Any:
     """The searcher builder package, when it offers what the sweep needs (else None)."""
     try:
-        from models import searcher as searcher_tools  # noqa: PLC0415
+        from beamlens.models import searcher as searcher_tools  # noqa: PLC0415
     except ImportError:
         return None
     needed = ("read_searcher", "rewrite_leaves_to_search")
@@ -87,7 +87,7 @@ def _index_layout(searcher_path: str) -> dict[str, Any] | None:
 
 
 def _write_leaves_variant(searcher_path: str, out_path: str, leaves_to_search: int) -> None:
-    from models import searcher as searcher_tools  # noqa: PLC0415
+    from beamlens.models import searcher as searcher_tools  # noqa: PLC0415
 
     searcher_tools.rewrite_leaves_to_search(searcher_path, out_path, leaves_to_search)
 
@@ -300,3 +300,23 @@ def _leaves_sweep(
     return sweep, plot
 
 
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The headline figures of :func:`evaluate`; ``report`` is ``<out>/report.json`` in full."""
+
+    out: str
+    num_queries: int
+    num_items: int
+    top_k_accuracy: dict[str, dict[str, float]]  # {"searcher": {"10": ...}, "exact": {...}}
+    ann_recall: dict[str, float]
+    latency_ms_by_k: dict[str, dict[str, float]]
+    report: dict[str, Any]
+
+
+def evaluate(request: EvaluationRequest) -> Evaluation:
+    """Quality and latency of a searcher (``beamlens evaluate``), report files written to ``request.out``."""
+    report = evaluate_searcher(request)
+    return Evaluation(request.out, report["num_queries"], report["num_items"], report["top_k_accuracy"],
+                      report["ann_recall"], report["latency_ms_by_k"], report)

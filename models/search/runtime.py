@@ -25,16 +25,16 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from models import compat
-from models.errors import BeamlensError
-from models.encoders.preprocessing import (
+from beamlens.models import compat
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.preprocessing import (
     DEFAULT_MAX_IMAGE_PIXELS,
     ImageDecodeError,
     check_max_image_pixels,
     decode_guard,
     load_image,
 )
-from models.search.results import IndexLayout, SearchHit, SearchResults, short_result_note
+from beamlens.models.search.results import IndexLayout, SearchHit, SearchResults, short_result_note
 
 TEXT = "text"
 IMAGE = "image"
@@ -184,7 +184,7 @@ class Searcher:
         Read with beamlens' own pure-Python reader (as ``beamlens inspect`` does), once, and only
         when a result list comes back short: a normal query costs nothing extra."""
         if self._layout is None:
-            from models.searcher.reader import read_searcher  # noqa: PLC0415 (pure Python; only when needed)
+            from beamlens.models.searcher.reader import read_searcher  # noqa: PLC0415 (pure Python; only when needed)
 
             try:
                 info = read_searcher(self.index_file or self.path, first_items=0)

@@ -15,8 +15,8 @@ Every function may be called from a TensorFlow process: tflite-support work goes
 ``models.compat.call_tflite`` and the readers are pure Python.
 """
 
-from models.searcher.attach import INDEX_NAME, attach_index
-from models.searcher.options import (
+from beamlens.models.searcher.attach import INDEX_NAME, attach_index
+from beamlens.models.searcher.options import (
     DEFAULT_MAX_INDEX_MB,
     DEFAULT_TARGET_RECALL,
     AutoOptions,
@@ -27,8 +27,8 @@ from models.searcher.options import (
     ScoreBruteForce,
     Tree,
 )
-from models.searcher.reader import SearcherInfo, item_metadata, metadata_json, read_searcher, rewrite_leaves_to_search
-from models.searcher.scann_build import build_index
+from beamlens.models.searcher.reader import SearcherInfo, item_metadata, metadata_json, read_searcher, rewrite_leaves_to_search
+from beamlens.models.searcher.scann_build import build_index
 
 __all__ = [
     "INDEX_NAME", "DEFAULT_MAX_INDEX_MB", "DEFAULT_TARGET_RECALL", "AutoOptions", "BuildReport", "ExportFormat",

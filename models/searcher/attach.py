@@ -17,9 +17,9 @@ import io
 import os
 import zipfile
 
-from models.io.files import write_bytes_atomically
-from models.errors import BeamlensError
-from models.searcher import model_file
+from beamlens.models.io.files import write_bytes_atomically
+from beamlens.models.errors import BeamlensError
+from beamlens.models.searcher import model_file
 
 INDEX_NAME = "on_device_scann_index.ldb"
 INDEX_DESCRIPTION = "On-device Scann Index file with LevelDB format."
@@ -27,15 +27,15 @@ INDEX_DESCRIPTION = "On-device Scann Index file with LevelDB format."
 
 def attach_index(embedder_path: str, index_path: str, out_path: str) -> str:
     """Write the searcher ``out_path`` (atomically) and return it."""
-    from models import compat  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
 
     return compat.call_tflite(_attach_here, os.path.abspath(embedder_path), os.path.abspath(index_path), os.path.abspath(out_path))
 
 
 def index_query_dimension(index_bytes: bytes, name: str = "index") -> int:
     """The query dimension an index expects (float: embedding_dim; AH: sum of block widths)."""
-    from models.searcher.sstable import Table  # noqa: PLC0415
-    from models.searcher.wire import decode_index_config  # noqa: PLC0415
+    from beamlens.models.searcher.sstable import Table  # noqa: PLC0415
+    from beamlens.models.searcher.wire import decode_index_config  # noqa: PLC0415
 
     config_bytes = Table(index_bytes, name).get(b"INDEX_CONFIG")
     if config_bytes is None:

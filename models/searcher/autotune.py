@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-from models.knn import exact_knn
-from models.searcher.options import DOT_PRODUCT
+from beamlens.models.knn import exact_knn
+from beamlens.models.searcher.options import DOT_PRODUCT
 
 K = 10
 SWEEP_CANDIDATES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)

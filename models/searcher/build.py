@@ -15,6 +15,7 @@ build leaves nothing behind.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -24,11 +25,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from models.progress import progress_printer
-from models.errors import BeamlensError
-from models.searcher import model_file
-from models.searcher.options import DOT_PRODUCT, AutoOptions, ScaNNOptions, options_to_dict
-from models.shards.reader import read_shards
+from beamlens.models.progress import progress_printer
+from beamlens.models.errors import BeamlensError
+from beamlens.models.searcher import model_file
+from beamlens.models.searcher.options import DOT_PRODUCT, AutoOptions, ScaNNOptions, options_to_dict
+from beamlens.models.shards.reader import read_shards
 
 TEXT_SEARCHER = "text_searcher.tflite"
 IMAGE_SEARCHER = "image_searcher.tflite"
@@ -55,6 +56,13 @@ class SearcherRequest:
     normalize: bool = False
     allow_missing_manifest: bool = False
     compression: bool = True
+
+    def index_record(self) -> dict[str, Any]:
+        """The options that decide the index (not where it is read from or written to), as JSON:
+        ``reindex`` reuses the previous searchers only when these are the same."""
+        return {"formats": list(self.formats), "scann": options_to_dict(self.scann), "auto": dataclasses.asdict(self.auto),
+                "userinfo": self.userinfo, "normalize": self.normalize,
+                "allow_missing_manifest": self.allow_missing_manifest, "compression": self.compression}
 
     def chosen_formats(self) -> list[str]:
         formats = list(self.formats) or (["tflite"] if (self.text_embedder or self.image_embedder) else [])
@@ -120,7 +128,7 @@ def build_searchers(request: SearcherRequest) -> dict[str, Any]:
 def _build_in(work: str, request: SearcherRequest, formats: list[str],
               embedders: dict[str, Optional[str]]) -> tuple[dict[str, str], dict[str, Any]]:
     """Read, build and attach inside the scratch folder ``work``: (files staged there, summary)."""
-    from models.searcher import attach_index, build_index  # noqa: PLC0415
+    from beamlens.models.searcher import attach_index, build_index  # noqa: PLC0415
 
     unit_norm = request.scann.distance_measure == DOT_PRODUCT
     shards = read_shards(list(request.shards), work, unit_norm, request.normalize, request.allow_missing_manifest)
@@ -157,7 +165,7 @@ def build_searchers_anywhere(request: SearcherRequest) -> dict[str, Any]:
     afterwards (the index builder and the Task Library metadata writer work on local files)."""
     from dataclasses import replace  # noqa: PLC0415
 
-    from models.io import files  # noqa: PLC0415
+    from beamlens.models.io import files  # noqa: PLC0415
 
     paths = [*request.shards, request.out, request.text_embedder or "", request.image_embedder or ""]
     if not any(files.is_remote(p) for p in paths):
@@ -184,3 +192,24 @@ def build_searchers_anywhere(request: SearcherRequest) -> dict[str, Any]:
         return summary
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SearcherBuild:
+    """What :func:`build_searcher` wrote; ``report`` is ``<out>/searcher_report.json``."""
+
+    out: str
+    outputs: Sequence[str]  # file names in ``out``: text_searcher.tflite, image_searcher.tflite, index.ldb
+    records_read: int
+    duplicates_dropped: int
+    estimated_recall_at_10: Optional[float]
+    seconds: float
+    report: dict[str, Any]
+
+
+def build_searcher(request: SearcherRequest) -> SearcherBuild:
+    """The searchers a request asks for, on any Beam filesystem (``beamlens build-searcher``)."""
+    summary = build_searchers_anywhere(request)
+    return SearcherBuild(request.out, tuple(summary["outputs"]) + (REPORT_FILE,), summary["records_read"],
+                         summary["duplicates_dropped"], summary["build"].get("estimated_recall_at_10"),
+                         summary.get("seconds", 0.0), summary)

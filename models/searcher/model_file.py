@@ -12,7 +12,7 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 TFLITE_IDENTIFIER = b"TFL3"
 METADATA_NAME = "TFLITE_METADATA"

@@ -80,7 +80,7 @@ class ScaNNOptions:
     score_brute_force: Optional[ScoreBruteForce] = None
 
     def validate(self) -> None:
-        from models.errors import BeamlensError  # noqa: PLC0415
+        from beamlens.models.errors import BeamlensError  # noqa: PLC0415
 
         if self.distance_measure not in DISTANCE_MEASURES:
             raise BeamlensError(

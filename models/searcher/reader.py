@@ -19,10 +19,10 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from models.errors import BeamlensError
-from models.searcher import model_file
-from models.searcher.sstable import Table, TableError, replace_value
-from models.searcher.wire import (
+from beamlens.models.errors import BeamlensError
+from beamlens.models.searcher import model_file
+from beamlens.models.searcher.sstable import Table, TableError, replace_value
+from beamlens.models.searcher.wire import (
     decode_index_config,
     fraction_for_leaves,
     with_search_fraction,
@@ -148,7 +148,7 @@ def item_metadata(path: str, ids: list[int]) -> list[bytes]:
 
 def rewrite_leaves_to_search(searcher_path: str, out_path: str, leaves_to_search: int) -> str:
     """Write a copy of a searcher (or index) that searches ``leaves_to_search`` leaves per query."""
-    from models.io.files import write_bytes_atomically  # noqa: PLC0415
+    from beamlens.models.io.files import write_bytes_atomically  # noqa: PLC0415
 
     data, kind, name, index, _ = _load(searcher_path)
     table = Table(index, name or searcher_path)
@@ -175,7 +175,7 @@ def rewrite_leaves_to_search(searcher_path: str, out_path: str, leaves_to_search
 
 def metadata_json(path: str) -> Optional[dict[str, Any]]:
     """The metadata JSON as tflite-support's MetadataDisplayer prints it (runs via call_tflite)."""
-    from models import compat  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
 
     text = compat.call_tflite(_metadata_json_here, os.path.abspath(path))
     return json.loads(text) if text else None

@@ -35,11 +35,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from models.progress import progress_printer
-from models.io.files import write_bytes_atomically
-from models.errors import BeamlensError
-from models.searcher import autotune
-from models.searcher.options import (
+from beamlens.models.progress import progress_printer
+from beamlens.models.io.files import write_bytes_atomically
+from beamlens.models.errors import BeamlensError
+from beamlens.models.searcher import autotune
+from beamlens.models.searcher.options import (
     DOT_PRODUCT,
     AutoOptions,
     BuildReport,
@@ -49,7 +49,7 @@ from models.searcher.options import (
     Tree,
     options_to_dict,
 )
-from models.searcher.wire import (
+from beamlens.models.searcher.wire import (
     encode_ondevice_config,
     fraction_for_leaves,
     read_scann_codebooks,
@@ -84,7 +84,7 @@ def build_index(
     compression: bool = True,
 ) -> tuple[str, BuildReport]:
     """Write the on-device index for the vectors at ``out_path``; return it and the report."""
-    from models import compat  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
 
     report = compat.call_tflite(
         _build_index_here, os.path.abspath(embeddings_npy_path), os.path.abspath(metadata_path), options,
@@ -367,7 +367,7 @@ def _train_scann(matrix, distance, num_leaves, tree, ah, work, threads) -> dict[
     ``training_sample_size`` points; every point is then encoded here to its nearest codeword per
     block, the codes the recall sweep measures and the device searches.
     """
-    from models import compat  # noqa: PLC0415
+    from beamlens.models import compat  # noqa: PLC0415
 
     pybind = compat.import_scann_pybind()
     artifacts: dict[str, Any] = {}

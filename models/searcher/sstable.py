@@ -19,8 +19,8 @@ import struct
 from dataclasses import dataclass
 from typing import Iterator
 
-from models.searcher.wire import encode_varint, read_varint
-from models.io.tfrecord import masked_crc32c  # LevelDB blocks use the same checksum as TFRecord
+from beamlens.models.searcher.wire import encode_varint, read_varint
+from beamlens.models.io.tfrecord import masked_crc32c  # LevelDB blocks use the same checksum as TFRecord
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48

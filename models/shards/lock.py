@@ -32,8 +32,8 @@ import threading
 import time
 from typing import Callable, Iterator, Optional, Protocol
 
-from models.io import files
-from models.errors import BeamlensError
+from beamlens.models.io import files
+from beamlens.models.errors import BeamlensError
 
 LOCK_NAME = "_LOCK"
 DEFAULT_TTL_SECONDS = 600.0

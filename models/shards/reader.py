@@ -29,10 +29,10 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from models.progress import progress_printer
-from models.errors import BeamlensError
-from models.io.tfrecord import CorruptRecordError, read_records
-from models.shards import records as sf
+from beamlens.models.progress import progress_printer
+from beamlens.models.errors import BeamlensError
+from beamlens.models.io.tfrecord import CorruptRecordError, read_records
+from beamlens.models.shards import records as sf
 
 NORM_TOLERANCE = 1e-2
 PROGRESS_EVERY = 100_000

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 SHARD_PREFIX = "embeddings"
 SHARD_SUFFIX = ".tfrecord"

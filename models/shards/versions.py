@@ -31,8 +31,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from models.errors import BeamlensError
-from models.io import files
+from beamlens.models.errors import BeamlensError
+from beamlens.models.io import files
 
 POINTER_NAME = "LATEST"
 VERSION_PREFIX = "v-"
@@ -214,7 +214,7 @@ class PreviousVersion:
 
 def load_previous(path: str, fingerprint: str) -> PreviousVersion:
     """The previous output at ``path`` (a root, ROOT/LATEST, a version or an embed folder)."""
-    from models.shards.records import MANIFEST_NAME, Manifest  # noqa: PLC0415
+    from beamlens.models.shards.records import MANIFEST_NAME, Manifest  # noqa: PLC0415
 
     previous = resolve_previous(path)
     if previous is None:

@@ -23,14 +23,14 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from models.io import files
-from models.corpora.coco import CocoImage, load_coco_captions
-from models.encoders.dual import build_dual_encoder, make_loss
-from models.encoders.bert_tokenizer import BertTokenizer
-from models.encoders.towers import EncoderConfig, trainable_backbones
-from models.errors import BeamlensError
-from models.encoders.preprocessing import ImageDecodeError, preprocess_image_bytes
-from models.encoders.regex_tokenizer import Vocabulary
+from beamlens.models.io import files
+from beamlens.models.corpora.coco import CocoImage, load_coco_captions
+from beamlens.models.encoders.dual import build_dual_encoder, make_loss
+from beamlens.models.encoders.bert_tokenizer import BertTokenizer
+from beamlens.models.encoders.towers import EncoderConfig, trainable_backbones
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.preprocessing import ImageDecodeError, preprocess_image_bytes
+from beamlens.models.encoders.regex_tokenizer import Vocabulary
 
 
 @dataclass
@@ -193,7 +193,7 @@ def train(config: EncoderConfig, train_split: Split, val_split: Split | None, vo
     cache_dir = tempfile.mkdtemp(prefix=".beamlens-train-cache-", dir=options.cache_dir)
     try:
         if not any(trainable_backbones(config)):
-            from models.training.heads import train_heads  # noqa: PLC0415
+            from beamlens.models.training.heads import train_heads  # noqa: PLC0415
 
             # No warm-up: the plateau is a from-scratch effect, while heads on pretrained features
             # overfit from the start (measured on COCO-MINI: val loss lowest after epoch 1-2).

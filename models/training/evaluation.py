@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.encoders.bert_tokenizer import BertTokenizer
-from models.io import files
-from models.knn import exact_knn
-from models.knn import top_k_accuracy as knn_top_k_accuracy
-from models.corpora.coco import CocoImage
-from models.encoders.preprocessing import preprocess_image_bytes
-from models.encoders.regex_tokenizer import Vocabulary
+from beamlens.models.encoders.bert_tokenizer import BertTokenizer
+from beamlens.models.io import files
+from beamlens.models.knn import exact_knn
+from beamlens.models.knn import top_k_accuracy as knn_top_k_accuracy
+from beamlens.models.corpora.coco import CocoImage
+from beamlens.models.encoders.preprocessing import preprocess_image_bytes
+from beamlens.models.encoders.regex_tokenizer import Vocabulary
 
 KS = (1, 5, 10, 100)
 
@@ -113,7 +113,7 @@ def evaluate_split(models: EncoderModels, images: list[CocoImage], ground_truth=
             owner.append(row)
     report = top_k_accuracy(embed_texts(models, texts), np.asarray(owner), image_vectors)
     if ground_truth is not None:
-        from models.corpora.synthetic import caption_matches  # noqa: PLC0415
+        from beamlens.models.corpora.synthetic import caption_matches  # noqa: PLC0415
 
         row_of = {im.image_id: row for row, im in enumerate(images)}
         queries = [c for c in ground_truth.captions.values() if c["image_id"] in row_of]

@@ -42,13 +42,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.encoders.backbones.static_minilm import NAME as STUDENT_BACKBONE  # adapted to the captions first
-from models.encoders.dual import make_loss
-from models.encoders.towers import EncoderConfig, build_text_encoder, build_vision_encoder, projection_head
-from models.errors import BeamlensError
-from models.encoders.preprocessing import preprocess_image_bytes
-from models.io import files
-from models.knn import exact_knn, top_k_accuracy
+from beamlens.models.encoders.backbones.static_minilm import NAME as STUDENT_BACKBONE  # adapted to the captions first
+from beamlens.models.encoders.dual import make_loss
+from beamlens.models.encoders.towers import EncoderConfig, build_text_encoder, build_vision_encoder, projection_head
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.preprocessing import preprocess_image_bytes
+from beamlens.models.io import files
+from beamlens.models.knn import exact_knn, top_k_accuracy
 
 IMAGE_FEATURES = "image_features"
 TEXT_FEATURES = "text_features"
@@ -252,8 +252,8 @@ def anchored_loss(contrastive, dimension: int, weight: float):
 
 def _caption_free_encoders(config: EncoderConfig, tokenizer):
     """Backbones under caption-free heads; records the alignment in ``config.extra``."""
-    from models.encoders import caption_free as cf  # noqa: PLC0415
-    from models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
+    from beamlens.models.encoders import caption_free as cf  # noqa: PLC0415
+    from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
 
     settings = dict(config.extra.get("caption_free", {}))
     vision_backbone = build_image_backbone(BackboneConfig(config.image_backbone, image_size=config.image_size,
@@ -274,8 +274,8 @@ def _caption_free_encoders(config: EncoderConfig, tokenizer):
 
 def _linear_encoders(config: EncoderConfig):
     """Backbones (the image one multi-scale pooled) under linear heads with input dropout."""
-    from models.encoders import linear_heads  # noqa: PLC0415
-    from models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
+    from beamlens.models.encoders import linear_heads  # noqa: PLC0415
+    from beamlens.models.encoders.backbones import BackboneConfig, build_image_backbone, build_text_backbone  # noqa: PLC0415
 
     recipe = linear_heads.LinearHeads.from_extra(config.extra)
     config.extra.update(recipe.extra())
@@ -292,8 +292,8 @@ def caption_free_recall(config: EncoderConfig, tokenizer, text_backbone: keras.M
     """R@k on ``split`` of the caption-free model (`beamlens export-pretrained`) on the same backbones:
     the bar a trained model must clear. Multi-scale image features start with the pooled head the
     ImageNet classifier reads, so the first 1280 columns are its input."""
-    from models.encoders import caption_free as cf  # noqa: PLC0415
-    from models.encoders.backbones.efficientnet_lite import FEATURES  # noqa: PLC0415
+    from beamlens.models.encoders import caption_free as cf  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.efficientnet_lite import FEATURES  # noqa: PLC0415
 
     alignment = cf.alignment_for(text_backbone, tokenizer, config.embedding_dim,
                                  text_backbone_weights=config.text_backbone_weights)
@@ -307,7 +307,7 @@ def caption_free_recall(config: EncoderConfig, tokenizer, text_backbone: keras.M
 def _heads(kind: str, config: EncoderConfig, tokenizer, encoders, train_split: "FeatureSplit",
            val_split: "FeatureSplit | None", patience: int):
     """(vision head, text head, retrieval checkpoint or None) for the head kind of ``config``."""
-    from models.encoders import caption_free as cf, linear_heads  # noqa: PLC0415
+    from beamlens.models.encoders import caption_free as cf, linear_heads  # noqa: PLC0415
 
     vision, text, caption_free_parts = encoders
     image_width, text_width = train_split.images.shape[1], train_split.captions.shape[1]
@@ -332,7 +332,7 @@ def _heads(kind: str, config: EncoderConfig, tokenizer, encoders, train_split: "
 def _adapt_text_student(text: keras.Model, tokenizer, train_images, val_images, config: EncoderConfig) -> dict:
     """Fit the student text backbone further on the training captions (in place; see
     models/encoders/distillation/adaptation.py); the record for history.json."""
-    from models.encoders.distillation.adaptation import adapt_student  # noqa: PLC0415
+    from beamlens.models.encoders.distillation.adaptation import adapt_student  # noqa: PLC0415
 
     captions = [caption for image in train_images for caption in image.captions]
     held_out = [caption for image in (val_images or []) for caption in image.captions]
@@ -349,7 +349,7 @@ def train_heads(config: EncoderConfig, train_images, val_images, tokenizer, opti
     linear heads the loss-based early stopping is replaced by a :class:`RetrievalCheckpoint` on
     ``val_images`` (linear heads: epoch 0 is the caption-free model's R@k, the bar to clear).
     """
-    from models.encoders import caption_free as cf, linear_heads  # noqa: PLC0415
+    from beamlens.models.encoders import caption_free as cf, linear_heads  # noqa: PLC0415
 
     kind = config.extra.get("head")
     if kind == cf.HEAD_KIND:

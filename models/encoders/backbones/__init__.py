@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from models.errors import BeamlensError
+from beamlens.models.errors import BeamlensError
 
 
 @dataclass

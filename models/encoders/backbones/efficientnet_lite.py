@@ -41,10 +41,10 @@ from typing import Iterator
 import keras
 import numpy as np
 
-from models.encoders import backbones
-from models.encoders.backbones import BackboneConfig, register_image_backbone, require_path
-from models.errors import BeamlensError
-from models.encoders.backbones.wheels import WHEEL_MODULES
+from beamlens.models.encoders import backbones
+from beamlens.models.encoders.backbones import BackboneConfig, register_image_backbone, require_path
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.backbones.wheels import WHEEL_MODULES
 
 NAME = "efficientnet_lite0"
 PRETRAINED_SIZE = 224
@@ -154,7 +154,7 @@ def _converted(layer: keras.layers.Layer, state: dict[str, np.ndarray]) -> tuple
 
 def load_torch_weights(model: keras.Model, path: str) -> None:
     """Set every weighted layer from the ``.pth``; any missing, extra or misshapen tensor is an error."""
-    from models.encoders.backbones.torch_pickle import load_state_dict  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.torch_pickle import load_state_dict  # noqa: PLC0415
 
     state = load_state_dict(path)
     used: set[str] = set()

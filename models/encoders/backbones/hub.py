@@ -14,8 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from models.encoders.backbones import BackboneConfig, register_image_backbone, register_text_backbone, require_path
-from models.errors import BeamlensError
+from beamlens.models.encoders.backbones import BackboneConfig, register_image_backbone, register_text_backbone, require_path
+from beamlens.models.errors import BeamlensError
 
 
 @keras.saving.register_keras_serializable(package="beamlens")

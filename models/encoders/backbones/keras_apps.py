@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import keras
 
-from models.encoders.backbones import BackboneConfig, register_image_backbone, require_path
-from models.errors import BeamlensError
+from beamlens.models.encoders.backbones import BackboneConfig, register_image_backbone, require_path
+from beamlens.models.errors import BeamlensError
 
 
 def _application(config: BackboneConfig, factory, **kwargs) -> keras.Model:

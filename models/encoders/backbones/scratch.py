@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import keras
 
-from models.encoders.backbones import BackboneConfig, register_image_backbone, register_text_backbone
+from beamlens.models.encoders.backbones import BackboneConfig, register_image_backbone, register_text_backbone
 
 
 @register_image_backbone("scratch_cnn")

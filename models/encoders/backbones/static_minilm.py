@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import keras
 
-from models.encoders.backbones import BackboneConfig, register_text_backbone, require_path
+from beamlens.models.encoders.backbones import BackboneConfig, register_text_backbone, require_path
 
 NAME, TEACHER = "minilm_static", "minilm"
 
 
 @register_text_backbone(NAME, tokenizer="bert", pretrained=True)
 def minilm_static(config: BackboneConfig) -> keras.Model:
-    from models.encoders.distillation import recipe  # noqa: PLC0415
-    from models.encoders.distillation.student import build_student, set_layer_weights  # noqa: PLC0415
+    from beamlens.models.encoders.distillation import recipe  # noqa: PLC0415
+    from beamlens.models.encoders.distillation.student import build_student, set_layer_weights  # noqa: PLC0415
 
     path = require_path(config.weights, "text-student weights") if config.weights else recipe.student_weights()
     weights = recipe.load_student_weights(path)

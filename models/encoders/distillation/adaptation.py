@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from models.encoders.distillation.recipe import DistillationRecipe, Teacher, one_minus_cosine, recipe_sample
+from beamlens.models.encoders.distillation.recipe import DistillationRecipe, Teacher, one_minus_cosine, recipe_sample
 
 EPOCHS = 3
 LEARNING_RATE = 1e-3  # a third of the distillation's: the student starts fitted

@@ -27,9 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
-from models.encoders.distillation import sentences
-from models.encoders.distillation.student import build_student, initial_weights, layer_weights, set_layer_weights
-from models.io import cache, files
+from beamlens.models.encoders.distillation import sentences
+from beamlens.models.encoders.distillation.student import build_student, initial_weights, layer_weights, set_layer_weights
+from beamlens.models.io import cache, files
 
 STUDENT_FILE_FORMAT = 1
 LENGTH_BUCKETS = (8, 12, 16, 24)
@@ -65,13 +65,13 @@ class Teacher:
 
     @classmethod
     def load(cls, weights: str | None = None) -> "Teacher":
-        from models.encoders.backbones.minilm import vocab_path  # noqa: PLC0415
-        from models.encoders.bert_tokenizer import BertTokenizer  # noqa: PLC0415
+        from beamlens.models.encoders.backbones.minilm import vocab_path  # noqa: PLC0415
+        from beamlens.models.encoders.bert_tokenizer import BertTokenizer  # noqa: PLC0415
 
         return cls(BertTokenizer.load(vocab_path(weights)), weights)
 
     def at_length(self, length: int):
-        from models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
+        from beamlens.models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
 
         if length not in self.models:
             self.models[length] = build_text_backbone(BackboneConfig("minilm", max_tokens=length, weights=self.weights))
@@ -104,9 +104,9 @@ class Teacher:
 
 def training_texts(recipe: DistillationRecipe, tokens: Sequence[str]) -> tuple[list[str], list[str]]:
     """(sentences at the full length, single words at the short length), both deterministic."""
-    from models.corpora.synthetic import captions_for, scene_for  # noqa: PLC0415
-    from models.encoders import caption_free  # noqa: PLC0415
-    from models.encoders.imagenet_labels import short_names  # noqa: PLC0415
+    from beamlens.models.corpora.synthetic import captions_for, scene_for  # noqa: PLC0415
+    from beamlens.models.encoders import caption_free  # noqa: PLC0415
+    from beamlens.models.encoders.imagenet_labels import short_names  # noqa: PLC0415
 
     nouns = list(sentences.COCO_NAMES) + [name.lower() for name in short_names()]
     texts = sentences.caption_like(recipe.generated_sentences, nouns, recipe.seed)
@@ -183,7 +183,7 @@ def save_student(student, path: str, recipe: DistillationRecipe) -> str:
 
 def load_student_weights(path: str) -> dict[str, np.ndarray]:
     """The layer weights of a file :func:`save_student` wrote; a clear error for anything else."""
-    from models.errors import BeamlensError  # noqa: PLC0415
+    from beamlens.models.errors import BeamlensError  # noqa: PLC0415
 
     try:
         with np.load(path) as stored:
@@ -230,7 +230,7 @@ def recipe_sample(recipe: DistillationRecipe, teacher: Teacher, count: int,
     """A seeded sample of ``count`` of the recipe's sentences and the teacher's unit vectors of them
     (from the distillation's cached targets when they are there, else embedded now): what an
     adaptation mixes in so the student keeps the rest of its language."""
-    from models.encoders.backbones.minilm import weights_stamp  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.minilm import weights_stamp  # noqa: PLC0415
 
     texts, words = training_texts(recipe, teacher.tokenizer.tokens)
     rows = np.sort(np.random.default_rng(recipe.seed).permutation(len(texts))[:count])
@@ -244,7 +244,7 @@ def recipe_sample(recipe: DistillationRecipe, teacher: Teacher, count: int,
 def student_weights(recipe: DistillationRecipe = DistillationRecipe(), teacher_weights: str | None = None) -> str:
     """The path of the fitted student for ``recipe``: from the cache, or distilled now and cached
     (the teacher's targets too, so a changed fitting recipe refits in minutes)."""
-    from models.encoders.backbones.minilm import weights_stamp  # noqa: PLC0415
+    from beamlens.models.encoders.backbones.minilm import weights_stamp  # noqa: PLC0415
 
     stamp = weights_stamp(teacher_weights)
     path = cache.cache_file("text-student", {"recipe": dataclasses.asdict(recipe), "teacher": stamp}, ".npz")

@@ -62,9 +62,9 @@ Limits (4xx with a JSON body ``{"error": ..., "status": ...}``; an HTML page for
     ``like`` id or an image searcher that is missing (404).
 """
 
-from models.search.server.app import *  # noqa: F401,F403 (the package's face: one namespace)
-from models.search.server.catalog import *  # noqa: F401,F403
-from models.search.server.limits import *  # noqa: F401,F403
-from models.search.server.page import *  # noqa: F401,F403
-from models.search.server.pool import *  # noqa: F401,F403
-from models.search.server.run import *  # noqa: F401,F403
+from beamlens.models.search.server.app import *  # noqa: F401,F403 (the package's face: one namespace)
+from beamlens.models.search.server.catalog import *  # noqa: F401,F403
+from beamlens.models.search.server.limits import *  # noqa: F401,F403
+from beamlens.models.search.server.page import *  # noqa: F401,F403
+from beamlens.models.search.server.pool import *  # noqa: F401,F403
+from beamlens.models.search.server.run import *  # noqa: F401,F403

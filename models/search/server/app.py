@@ -6,13 +6,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from models.errors import BeamlensError
-from models.search.runtime import IMAGE, TEXT, Searcher
-from models.search.results import SearchResults
-from models.search.server.catalog import ImageCatalog, read_uri
-from models.search.server.limits import HttpError, MULTIPART_OVERHEAD_BYTES, ServerLimits, UPLOAD_FIELD, sniff_image_type
-from models.search.server.page import PageView, render_page
-from models.search.server.pool import SearcherPool
+from beamlens.models.errors import BeamlensError
+from beamlens.models.search.runtime import IMAGE, TEXT, Searcher
+from beamlens.models.search.results import SearchResults
+from beamlens.models.search.server.catalog import ImageCatalog, read_uri
+from beamlens.models.search.server.limits import HttpError, MULTIPART_OVERHEAD_BYTES, ServerLimits, UPLOAD_FIELD, sniff_image_type
+from beamlens.models.search.server.page import PageView, render_page
+from beamlens.models.search.server.pool import SearcherPool
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from models.io import files
-from models.search.results import parse_item_metadata
+from beamlens.models.io import files
+from beamlens.models.search.results import parse_item_metadata
 
 
 # ---------------------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ class ImageCatalog:
         Items of several searchers are merged (a text and an image searcher built from the same
         shards hold the same items); the first uri seen for an id wins. Items without a uri
         (Model Maker searchers store plain text) have no image to serve."""
-        from models.searcher.reader import item_metadata, read_searcher  # noqa: PLC0415
+        from beamlens.models.searcher.reader import item_metadata, read_searcher  # noqa: PLC0415
 
         uris: dict[str, str] = {}
         for path in paths:

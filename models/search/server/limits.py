@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.errors import BeamlensError
-from models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError, load_image
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS, ImageDecodeError, load_image
 
 
 DEFAULT_HOST = "127.0.0.1"

@@ -7,10 +7,10 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
-from models.search.html import _page as html_page  # the shared page shell and style of the HTML reports
-from models.search.results import SearchHit, SearchResults
-from models.search.server.catalog import ImageCatalog, image_url
-from models.search.server.limits import ACCEPTED_TYPES, DEFAULT_K, ServerLimits, UPLOAD_FIELD
+from beamlens.models.search.html import _page as html_page  # the shared page shell and style of the HTML reports
+from beamlens.models.search.results import SearchHit, SearchResults
+from beamlens.models.search.server.catalog import ImageCatalog, image_url
+from beamlens.models.search.server.limits import ACCEPTED_TYPES, DEFAULT_K, ServerLimits, UPLOAD_FIELD
 
 
 # ---------------------------------------------------------------------------------------------

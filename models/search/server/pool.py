@@ -7,11 +7,11 @@ import queue
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
-from models.errors import BeamlensError
-from models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
-from models.search.runtime import Searcher
-from models.search.results import SearchResults
-from models.search.server.limits import HttpError
+from beamlens.models.errors import BeamlensError
+from beamlens.models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
+from beamlens.models.search.runtime import Searcher
+from beamlens.models.search.results import SearchResults
+from beamlens.models.search.server.limits import HttpError
 
 
 class SearcherPool:

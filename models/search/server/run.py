@@ -6,13 +6,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from models.io import files
-from models.errors import BeamlensError
-from models.search.runtime import IMAGE, TEXT, check_k
-from models.search.server.app import create_app
-from models.search.server.catalog import ImageCatalog
-from models.search.server.limits import DEFAULT_HOST, DEFAULT_PORT, ServerLimits
-from models.search.server.pool import SearcherPool, open_pool
+from beamlens.models.io import files
+from beamlens.models.errors import BeamlensError
+from beamlens.models.search.runtime import IMAGE, TEXT, check_k
+from beamlens.models.search.server.app import create_app
+from beamlens.models.search.server.catalog import ImageCatalog
+from beamlens.models.search.server.limits import DEFAULT_HOST, DEFAULT_PORT, ServerLimits
+from beamlens.models.search.server.pool import SearcherPool, open_pool
 
 
 # ---------------------------------------------------------------------------------------------

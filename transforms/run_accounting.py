@@ -1,0 +1,77 @@
+"""The one post-run path of every job that writes shards (``embed`` and ``reindex``).
+
+Run the pipeline to the end, read what it really wrote, and hold it to what was listed: every
+listed image embedded or failed exactly once, nothing else (:func:`write_shards.reconcile`). Only a
+run that passes gets a manifest, which its caller writes with :func:`options_record` as the
+options it records. One path, so the two jobs cannot drift apart in what they guarantee.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, Optional
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
+
+from beamlens.transforms.read_images import METRICS_NAMESPACE
+from beamlens.transforms.write_shards import OutputSummary, read_outputs, reconcile
+
+SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run that reconciled: what it wrote, how long Beam took, Beam's counters (None on Dask)."""
+
+    summary: OutputSummary
+    seconds: float
+    counters: Optional[dict[str, int]]
+
+
+def _counters(result: PipelineResult) -> Optional[dict[str, int]]:
+    """Beam metric counters, or None where the runner has none (DaskRunner)."""
+    try:
+        query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    except (NotImplementedError, AttributeError):
+        return None
+    totals: dict[str, int] = {}
+    for counter in query["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + int(value or 0)
+    return totals
+
+
+def run_to_end(pipeline: beam.Pipeline) -> tuple[PipelineResult, float]:
+    """Run and wait; the DaskRunner's distributed.Client, which it leaves open, is closed."""
+    started = time.monotonic()
+    result = pipeline.run()
+    try:
+        result.wait_until_finish()
+    finally:
+        client = getattr(result, "client", None)
+        if client is not None:
+            client.close()
+    return result, time.monotonic() - started
+
+
+def run_and_reconcile(pipeline: beam.Pipeline, output_dir: str, num_shards: int, fingerprint: str,
+                      listed_ids: set[str]) -> FinishedRun:
+    """Run the pipeline, read its shards and error files back, and reconcile them with ``listed_ids``
+    (``CountMismatchError`` when they differ: the caller then writes no manifest)."""
+    result, seconds = run_to_end(pipeline)
+    summary = read_outputs(output_dir, num_shards, fingerprint)
+    reconcile(summary, listed_ids)
+    return FinishedRun(summary, seconds, _counters(result))
+
+
+def options_record(request: Any, options: PipelineOptions) -> dict[str, Any]:
+    """The options a manifest records: Beam's scalar options overlaid with the request's fields."""
+    record = {k: v for k, v in options.get_all_options(drop_default=False).items() if isinstance(v, SCALARS)}
+    if is_dataclass(request):
+        values = {f.name: getattr(request, f.name) for f in fields(request)}  # not asdict: no deep copies
+        record.update({k: v for k, v in values.items() if isinstance(v, SCALARS)})
+    return record
