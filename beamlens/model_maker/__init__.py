@@ -1,0 +1,1 @@
+"""TFLite Model Maker's API on beamlens: ``from beamlens.model_maker import searcher``."""
