@@ -50,6 +50,7 @@ setup(
         "tfx-bsl>=1.21,<1.22",
         "scann==1.4.2",
         "numpy>=1.26",
+        "packaging>=23",  # models/compat.py: parse_version where tensorflow-hub finds no pkg_resources
         "pillow>=10",
         "google-crc32c>=1.5",
         "matplotlib>=3.8",

@@ -61,6 +61,22 @@ def import_scann_pybind() -> types.ModuleType:
 # --------------------------------------------------------------------------------------------
 # 2. tflite-support (0.4.4 with TF 2.21 and protobuf 6)
 # --------------------------------------------------------------------------------------------
+def ensure_pkg_resources() -> None:
+    """tensorflow-hub 0.16, which Beam's TensorFlow model handler imports, calls
+    ``pkg_resources.parse_version`` once (a TF version check) without declaring setuptools; a fresh
+    uv or Python 3.12 virtual environment has no setuptools, and setuptools 81+ no ``pkg_resources``
+    (measured: ``beamlens.embed`` in a fresh venv failed with "No module named 'pkg_resources'").
+    Where the real module is missing, provide the one function tensorflow-hub calls."""
+    try:
+        importlib.import_module("pkg_resources")
+    except ImportError:
+        from packaging.version import parse  # noqa: PLC0415
+
+        shim = types.ModuleType("pkg_resources", "beamlens stand-in: parse_version only (models/compat.py)")
+        shim.parse_version = parse  # type: ignore[attr-defined]
+        sys.modules["pkg_resources"] = shim
+
+
 def tensorflow_loaded() -> bool:
     """True when TensorFlow has been imported into this process."""
     module = sys.modules.get("tensorflow")

@@ -25,12 +25,15 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
-from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy
 
+from beamlens.models import compat
 from beamlens.models.io import files
 from beamlens.models.shards.records import EmbeddingRecord
 from beamlens.transforms.decode import ImageBatch, ImageMeta
 from beamlens.transforms.read_images import METRICS_NAMESPACE, ImageError
+
+compat.ensure_pkg_resources()  # before Beam's TensorFlow handler imports tensorflow_hub
+from apache_beam.ml.inference.tensorflow_inference import TFModelHandlerNumpy  # noqa: E402
 
 PROGRESS_SECONDS = 10.0
 _LOG = logging.getLogger("beamlens.embed")

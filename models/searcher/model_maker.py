@@ -74,7 +74,7 @@ class DataLoader:
                                 "give one metadata item per embedding")
 
     @classmethod
-    def from_shards(cls, shards: Union[str, Sequence[str]], embedder_path: Optional[str] = None) -> "DataLoader":
+    def from_shards(cls, shards: Union[str, Sequence[str]], embedder_path: Optional[str] = None) -> DataLoader:
         """The output folder(s) of ``beamlens embed`` / ``reindex``, read (and checked against their
         manifests) only when the searcher is exported."""
         loader = cls(embedder_path)
@@ -102,7 +102,7 @@ class DataLoader:
     def __len__(self) -> int:
         return self._dataset.shape[0]
 
-    def append(self, other: "DataLoader") -> None:
+    def append(self, other: DataLoader) -> None:
         """Add another loader's embeddings (same dimension) and metadata, as Model Maker's does."""
         if self._shards or other._shards:
             raise BeamlensError("append joins in-memory embeddings; give several folders to from_shards instead")
@@ -144,7 +144,7 @@ class Searcher:
         self._options = scann_options
 
     @classmethod
-    def create_from_data(cls, data: DataLoader, scann_options: ScaNNOptions, cache_dir: Optional[str] = None) -> "Searcher":
+    def create_from_data(cls, data: DataLoader, scann_options: ScaNNOptions, cache_dir: Optional[str] = None) -> Searcher:
         """Model Maker's constructor. ``cache_dir`` is accepted for its signature; the build runs at export."""
         del cache_dir
         return cls(data, scann_options)

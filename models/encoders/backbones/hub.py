@@ -45,6 +45,9 @@ def _resolve(config: BackboneConfig) -> str:
     source = config.source or ""
     if config.name.startswith("hub:"):
         try:
+            from beamlens.models import compat  # noqa: PLC0415
+
+            compat.ensure_pkg_resources()
             import tensorflow_hub as hub  # noqa: PLC0415
 
             return hub.resolve(source)
