@@ -32,15 +32,21 @@ def corpus():
     return {"photos": photos, "vectors": vectors, "metadata": metadata}
 
 
+# The seed's code, as written for Model Maker (only its import line differs); run as written.
+SEED_SNIPPET = """
+scann_options = searcher.ScaNNOptions(
+      distance_measure='dot_product',
+      tree=searcher.Tree(num_leaves=351, num_leaves_to_search=4),
+      score_ah=searcher.ScoreAH(1, anisotropic_quantization_threshold=0.2))
+data = searcher.DataLoader(tflite_embedder_path, image_embeddings, metadata)
+model = searcher.Searcher.create_from_data(data, scann_options)
+model.export(export_filename='searcher.tflite', userinfo='', export_format=searcher.ExportFormat.TFLITE)
+"""
+
+
 def _seed_snippet(tflite_embedder_path: str, image_embeddings: np.ndarray, metadata: list[str]) -> None:
-    """The seed's code, as written for Model Maker (only its import line differs)."""
-    scann_options = searcher.ScaNNOptions(
-        distance_measure='dot_product',
-        tree=searcher.Tree(num_leaves=351, num_leaves_to_search=4),
-        score_ah=searcher.ScoreAH(1, anisotropic_quantization_threshold=0.2))
-    data = searcher.DataLoader(tflite_embedder_path, image_embeddings, metadata)
-    model = searcher.Searcher.create_from_data(data, scann_options)
-    model.export(export_filename='searcher.tflite', userinfo='', export_format=searcher.ExportFormat.TFLITE)
+    exec(SEED_SNIPPET, {"searcher": searcher, "tflite_embedder_path": tflite_embedder_path,  # noqa: S102
+                        "image_embeddings": image_embeddings, "metadata": metadata})
 
 
 def test_the_seed_snippet_runs_unchanged_and_the_task_library_finds_each_photo(corpus, tmp_path, monkeypatch):

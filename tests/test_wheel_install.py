@@ -19,19 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TESTDATA
+from tests.test_model_maker import SEED_SNIPPET
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("setup.py", "README.md", "beamlens", "models", "pipelines", "transforms")
 NO_DEPS = ("tflite-support==0.4.4",)  # as the Makefile installs it (its protobuf pin is false for our use)
-SEED_SNIPPET = '''
-scann_options = searcher.ScaNNOptions(
-      distance_measure='dot_product',
-      tree=searcher.Tree(num_leaves=351, num_leaves_to_search=4),
-      score_ah=searcher.ScoreAH(1, anisotropic_quantization_threshold=0.2))
-data = searcher.DataLoader(tflite_embedder_path, image_embeddings, metadata)
-model = searcher.Searcher.create_from_data(data, scann_options)
-model.export(export_filename='searcher.tflite', userinfo='', export_format=searcher.ExportFormat.TFLITE)
-'''
 
 
 def _run(args: list, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
