@@ -76,7 +76,7 @@ def export_text(model_dir: Path, quantize: str | None, out: Path) -> str:
     """The text embedder of a model folder at its own length (24 in the demo), float or int8, as
     ``beamlens export-text-embedder --model-dir`` makes it (its library calls)."""
     from beamlens.models.export.encoders import export_text_embedder  # noqa: PLC0415
-    from beamlens.pipelines.export_text_embedder import trained_text_source  # noqa: PLC0415
+    from beamlens.models.export.encoders import trained_text_source  # noqa: PLC0415
 
     if not out.exists():
         source = trained_text_source(str(model_dir))

@@ -17,8 +17,6 @@ import argparse
 import json
 import os
 
-from beamlens.models.export import model_folder
-from beamlens.models.errors import BeamlensError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -34,34 +32,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_models(model_dir: str):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import keras  # noqa: PLC0415
-
-    import beamlens.models.encoders.backbones  # noqa: F401,PLC0415 (registers custom layers a backbone may use)
-    from beamlens.models.encoders.backbones import _load_all  # noqa: PLC0415
-    from beamlens.models.training.evaluation import EncoderModels  # noqa: PLC0415
-    from beamlens.models.encoders.bert_tokenizer import load_caption_tokenizer  # noqa: PLC0415
-
-    _load_all()
-    needed = (model_folder.CONFIG, model_folder.VISION_ENCODER, model_folder.TEXT_ENCODER, model_folder.VOCAB)
-    missing = [n for n in needed if not os.path.isfile(os.path.join(model_dir, n))]
-    if missing:
-        raise BeamlensError(f"{model_dir} is not a trained model folder (missing {', '.join(missing)}); run beamlens train")
-    with open(os.path.join(model_dir, model_folder.CONFIG)) as stream:
-        config = json.load(stream)
-    return EncoderModels(
-        vision=keras.saving.load_model(os.path.join(model_dir, model_folder.VISION_ENCODER)),
-        text=keras.saving.load_model(os.path.join(model_dir, model_folder.TEXT_ENCODER)),
-        vocab=load_caption_tokenizer(os.path.join(model_dir, model_folder.VOCAB), config.get("text_backbone")),
-        image_size=int(config["image_size"]), max_tokens=int(config["max_tokens"])), config
-
-
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    models, config = load_models(args.model_dir)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from beamlens.models.corpora.coco import split_name_from_captions_file  # noqa: PLC0415
-    from beamlens.models.training.evaluation import evaluate_split  # noqa: PLC0415
+    from beamlens.models.training.evaluation import evaluate_split, load_encoder_models  # noqa: PLC0415
+
+    models, _ = load_encoder_models(args.model_dir)
     from beamlens.models.io.files import write_json  # noqa: PLC0415
     from beamlens.models.training.end_to_end import load_split, plot_history  # noqa: PLC0415
 

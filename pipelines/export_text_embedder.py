@@ -16,13 +16,9 @@ The tokenizer metadata (RegexTokenizer, or BertTokenizer for a BERT-like encoder
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from dataclasses import dataclass
 
 from beamlens.models.encoders.backbones.wheels import MINILM_TEXT_BACKBONES
-from beamlens.models.export import model_folder
-from beamlens.models.errors import BeamlensError
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -42,48 +38,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@dataclass
-class TextSource:
-    """What is exported: the Keras text encoder, its length, its vocab and the backbone it is built on."""
-
-    model: object
-    max_tokens: int
-    vocab: str
-    text_backbone: str | None  # decides what --quantize auto means
-
-
-def trained_text_source(model_dir: str) -> TextSource:
-    """The text encoder of a ``beamlens train`` (or ``export-pretrained``) folder, checked and loaded."""
-    import keras  # noqa: PLC0415
-
-    from beamlens.models.encoders.backbones import _load_all  # noqa: PLC0415
-
-    needed = (model_folder.CONFIG, model_folder.TEXT_ENCODER, model_folder.VOCAB)
-    missing = [n for n in needed if not os.path.isfile(os.path.join(model_dir, n))]
-    if missing:
-        raise BeamlensError(f"{model_dir} is not a trained model folder (missing {', '.join(missing)}); run beamlens train")
-    _load_all()  # registers custom layers a backbone may use
-    with open(os.path.join(model_dir, model_folder.CONFIG)) as stream:
-        config = json.load(stream)
-    model = keras.saving.load_model(os.path.join(model_dir, model_folder.TEXT_ENCODER))
-    return TextSource(model, int(config["max_tokens"]), os.path.join(model_dir, model_folder.VOCAB),
-                      config.get("text_backbone"))
-
-
-def _pretrained(name: str, weights: str | None, max_tokens: int) -> TextSource:
-    from beamlens.models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
-    from beamlens.models.encoders.bert_tokenizer import backbone_vocab_path  # noqa: PLC0415
-
-    model = build_text_backbone(BackboneConfig(name, max_tokens=max_tokens, weights=weights))
-    return TextSource(model, max_tokens, backbone_vocab_path(name, weights), name)
-
-
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from beamlens.models.export.encoders import export_text_embedder, text_quantization  # noqa: PLC0415 (TensorFlow only when exporting)
+    from beamlens.models.export.encoders import (  # noqa: PLC0415 (TensorFlow only when exporting)
+        export_text_embedder, pretrained_text_source, text_quantization, trained_text_source)
 
-    source = trained_text_source(args.model_dir) if args.model_dir else _pretrained(args.pretrained, args.weights, args.max_tokens)
+    source = trained_text_source(args.model_dir) if args.model_dir else pretrained_text_source(args.pretrained, args.weights, args.max_tokens)
     quantize = text_quantization(args.quantize, source.text_backbone)
     export_text_embedder(source.model, source.max_tokens, source.vocab, args.out, quantize, args.dynamic_length)
     size = os.path.getsize(args.out) / 1e6

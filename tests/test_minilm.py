@@ -142,12 +142,12 @@ def test_text_searcher_finds_each_caption(minilm, tmp_path):
 def test_saved_encoder_and_evaluation_use_the_bert_tokenizer(minilm):
     from beamlens.models.encoders.bert_tokenizer import BertTokenizer
     from beamlens.models.training.evaluation import embed_texts
-    from beamlens.pipelines.evaluate_encoder import load_models
+    from beamlens.models.training.evaluation import load_encoder_models
 
     folder = minilm["dir"]
     shutil.copy(minilm["vocab"], folder / "vocab.txt")
     (folder / "encoder_config.json").write_text(minilm["config"].to_json())
-    models, _ = load_models(str(folder))
+    models, _ = load_encoder_models(str(folder))
     assert isinstance(models.vocab, BertTokenizer)
     captions = _captions(5)
     direct = np.asarray(minilm["text"].predict(minilm["tokenizer"].encode_batch(captions, MAX_TOKENS), verbose=0))

@@ -19,6 +19,7 @@ speed and the cosine cost against the float Keras encoder.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import keras
@@ -130,3 +131,33 @@ def export_encoders(vision: keras.Model, text: keras.Model, config: EncoderConfi
     export_text_embedder(text, config.max_tokens, vocab_path, paths["text_tflite"],
                          text_quantization(text_quantize, config.text_backbone))
     return paths
+
+
+@dataclass
+class TextSource:
+    """What is exported: the Keras text encoder, its length, its vocab and the backbone it is built on."""
+
+    model: object
+    max_tokens: int
+    vocab: str
+    text_backbone: str | None  # decides what --quantize auto means
+
+
+def trained_text_source(model_dir: str) -> TextSource:
+    """The text encoder of a ``beamlens train`` (or ``export-pretrained``) folder, checked and loaded."""
+    from beamlens.models.encoders.backbones import _load_all  # noqa: PLC0415
+
+    config = model_folder.read_config(model_dir, (model_folder.TEXT_ENCODER, model_folder.VOCAB))
+    _load_all()  # registers custom layers a backbone may use
+    model = keras.saving.load_model(os.path.join(model_dir, model_folder.TEXT_ENCODER))
+    return TextSource(model, int(config["max_tokens"]), os.path.join(model_dir, model_folder.VOCAB),
+                      config.get("text_backbone"))
+
+
+def pretrained_text_source(name: str, weights: str | None, max_tokens: int) -> TextSource:
+    """A pretrained text backbone alone, as an exportable text encoder."""
+    from beamlens.models.encoders.backbones import BackboneConfig, build_text_backbone  # noqa: PLC0415
+    from beamlens.models.encoders.bert_tokenizer import backbone_vocab_path  # noqa: PLC0415
+
+    model = build_text_backbone(BackboneConfig(name, max_tokens=max_tokens, weights=weights))
+    return TextSource(model, max_tokens, backbone_vocab_path(name, weights), name)

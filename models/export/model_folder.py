@@ -14,8 +14,11 @@ Every command that reads or writes a model folder takes these names from here.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Sequence
+from typing import Any, Sequence
+
+from beamlens.models.errors import BeamlensError
 
 VISION_ENCODER = "vision_encoder.keras"
 TEXT_ENCODER = "text_encoder.keras"
@@ -41,3 +44,13 @@ def publish(work: str, out: str, names: Sequence[str]) -> None:
         os.remove(stale)
     for name in [n for n in names if n != CONFIG] + ([CONFIG] if CONFIG in names else []):
         os.replace(os.path.join(work, name), os.path.join(out, name))
+
+
+def read_config(model_dir: str, needed: Sequence[str]) -> dict[str, Any]:
+    """``encoder_config.json`` of a model folder, once the files a reader ``needed`` are all there."""
+    missing = [name for name in (CONFIG, *needed) if not os.path.isfile(os.path.join(model_dir, name))]
+    if missing:
+        raise BeamlensError(f"{model_dir} is not a trained model folder (missing {', '.join(dict.fromkeys(missing))}); "
+                            "run beamlens train")
+    with open(os.path.join(model_dir, CONFIG), encoding="utf-8") as stream:
+        return json.load(stream)

@@ -18,6 +18,7 @@ Relevance needs a caption-by-image check, so on large splits it uses at most
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,23 @@ class EncoderModels:
     vocab: Vocabulary | BertTokenizer  # models.encoders.bert_tokenizer.load_caption_tokenizer picks one
     image_size: int
     max_tokens: int
+
+
+def load_encoder_models(model_dir: str) -> tuple[EncoderModels, dict]:
+    """The Keras towers and tokenizer of a trained model folder, and its encoder_config.json."""
+    import keras  # noqa: PLC0415
+
+    from beamlens.models.encoders.backbones import _load_all  # noqa: PLC0415
+    from beamlens.models.encoders.bert_tokenizer import load_caption_tokenizer  # noqa: PLC0415
+    from beamlens.models.export import model_folder  # noqa: PLC0415
+
+    config = model_folder.read_config(model_dir, (model_folder.VISION_ENCODER, model_folder.TEXT_ENCODER, model_folder.VOCAB))
+    _load_all()  # registers custom layers a backbone may use
+    return EncoderModels(
+        vision=keras.saving.load_model(os.path.join(model_dir, model_folder.VISION_ENCODER)),
+        text=keras.saving.load_model(os.path.join(model_dir, model_folder.TEXT_ENCODER)),
+        vocab=load_caption_tokenizer(os.path.join(model_dir, model_folder.VOCAB), config.get("text_backbone")),
+        image_size=int(config["image_size"]), max_tokens=int(config["max_tokens"])), config
 
 
 def embed_images(models: EncoderModels, paths: list[str], batch_size: int = 128) -> np.ndarray:
