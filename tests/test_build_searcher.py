@@ -186,6 +186,7 @@ def test_size_budget_and_target_recall_decide_the_scoring(tmp_path):
     roomy = _run(tmp_path / "shards", tmp_path / "roomy", "--format", "scann_index_file", "--target-recall", "0.99",
                  "--max-index-mb", "200")["build"]
     assert roomy["score"] == "brute_force" and roomy["estimated_recall_at_10"] >= 0.99
+    assert roomy["recall_queries"].startswith("300 held-out vectors of the indexed items (image-like queries")
     assert any(r.startswith("not AH") and "reaches only" in r for r in roomy["reasons"])
 
     half = f"{float_mb / 2:.3f}"

@@ -193,6 +193,8 @@ def _measure(matrix: np.ndarray, plan: _Plan, artifacts: dict[str, Any], centroi
     _progress(f"measuring recall@10 on {min(n, auto.num_queries)} held-out queries against exact search")
     query_rows = autotune.sample_queries(n, auto.num_queries, auto.seed)
     queries = np.asarray(matrix[query_rows], np.float32)
+    report.recall_queries = (f"{len(query_rows)} held-out vectors of the indexed items (image-like queries; text "
+                             "queries from a TextSearcher may score lower: check with beamlens evaluate)")
     exact = autotune.exact_neighbours(matrix, query_rows, distance)
     ranks = autotune.leaf_ranks(queries, centroids, distance)
     candidates: list[_Candidate] = []
