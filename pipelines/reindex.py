@@ -12,7 +12,6 @@ values are parsed with ``beamlens build-searcher``'s index options (pipelines/in
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
@@ -21,14 +20,14 @@ from apache_beam.options.pipeline_options import SetupOptions
 from beamlens.pipelines.index_options import index_arguments_parser, searcher_request
 from beamlens.pipelines.options import ReindexOptions, options_help, parse_options
 from beamlens.transforms.reindex_job import ReindexRequest, reindex
+from beamlens.transforms.run_accounting import option_values
 
 
 def request_from_argv(argv: Optional[Sequence[str]], save_main_session: bool = True) -> ReindexRequest:
     """The command line as a request; Beam's own options ride along in ``pipeline_options``."""
     options = parse_options(argv, "reindex")
     options.view_as(SetupOptions).save_main_session = save_main_session
-    parsed = options.get_all_options(drop_default=False)  # EmbedOptions' and ReindexOptions' values among Beam's
-    values = {f.name: parsed[f.name] for f in fields(ReindexRequest) if f.name in parsed and f.name != "pipeline_options"}
+    values = option_values(ReindexRequest, options)  # EmbedOptions' and ReindexOptions' values among Beam's
     index_args = index_arguments_parser("reindex").parse_args(list(options.view_as(ReindexOptions).searcher_args))
     return ReindexRequest(**values, searcher=searcher_request(index_args, (), "", None, None), pipeline_options=options)
 

@@ -19,23 +19,23 @@ the request's fields are the job's, everything else (``--runner``, Dataflow, Das
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Optional
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beamlens.models.encoders.inputs import model_input_size
 from beamlens.models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
 from beamlens.models.errors import BeamlensError
-from beamlens.models.faults import checkpoint
 from beamlens.models.io import files
 from beamlens.models.io.fingerprint import model_fingerprint
 from beamlens.models.shards.records import Manifest
 from beamlens.transforms.decode import DecodeBatch, ImageBatch, only, preprocess_for
 from beamlens.transforms.inference import EmbedBatches
-from beamlens.transforms.read_images import BatchImageRefs, ImageError, ImageSource, ListImages, iter_image_refs
-from beamlens.transforms.run_accounting import options_record, run_and_reconcile
+from beamlens.transforms.read_images import BatchImageRefs, ImageError, ImageSource, ListImages
+from beamlens.transforms.run_accounting import (
+    list_ids, option_values, options_record, pipeline_options_of, run_and_reconcile, runner_name)
 from beamlens.transforms.write_shards import WriteEmbeddingsAndErrors, prepare_output, write_manifest
 
 DEFAULT_NUM_SHARDS = 4
@@ -68,9 +68,7 @@ class EmbedRequest:
     @classmethod
     def from_options(cls, options: PipelineOptions) -> "EmbedRequest":
         """The request parsed Beam options describe (their view with our fields must be registered)."""
-        parsed = options.get_all_options(drop_default=False)
-        values = {f.name: parsed[f.name] for f in fields(cls) if f.name != "pipeline_options"}
-        return cls(**values, pipeline_options=options)
+        return cls(**option_values(cls, options), pipeline_options=options)
 
     def resolved_resize(self) -> str:
         """``resize`` with auto decided: task_library for a .tflite model, pil (training's) for .keras."""
@@ -145,11 +143,8 @@ def embed(request: EmbedRequest, *, pipeline: Optional[beam.Pipeline] = None) ->
     ``pipeline``: build into this one instead (a ``TestPipeline``); its options then run it.
     """
     source = validate_request(request)
-    options = request.pipeline_options if request.pipeline_options is not None else PipelineOptions([])
-    listed_ids = {ref.image_id for ref in iter_image_refs(source)}
-    if not listed_ids:
-        raise BeamlensError(f"no images found in {source.describe()}")
-    checkpoint("listing")
+    options = pipeline_options_of(request)
+    listed_ids = list_ids(source)
     fingerprint = model_fingerprint(request.model)
     image_size = model_input_size(request.model, request.image_size)
     prepare_output(request.output)
@@ -158,7 +153,7 @@ def embed(request: EmbedRequest, *, pipeline: Optional[beam.Pipeline] = None) ->
     pipeline = pipeline if pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(pipeline, source, request, image_size, fingerprint)
     run = run_and_reconcile(pipeline, request.output, request.num_shards, fingerprint, listed_ids)
-    summary, runner = run.summary, str(options.view_as(StandardOptions).runner or "DirectRunner")
+    summary, runner = run.summary, runner_name(options)
     rate = len(summary.embedded_ids) / max(run.seconds, 1e-9)
     extra = {"read": len(listed_ids), "runner": runner, "seconds": round(run.seconds, 3),
              "images_per_second": round(rate, 2), "duplicates_dropped": summary.duplicates_dropped,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Optional
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from beamlens.models.encoders.inputs import model_input_size
 from beamlens.models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
@@ -41,10 +41,10 @@ from beamlens.models.shards import versions as vo
 from beamlens.models.shards.lock import DEFAULT_TTL_SECONDS, OutputLock
 from beamlens.transforms.decode import preprocess_for
 from beamlens.transforms.embed_job import DEFAULT_MAX_BATCH_SIZE, DEFAULT_NUM_SHARDS, EmbedRequest, validate_request
-from beamlens.transforms.read_images import ImageSource, iter_image_refs
+from beamlens.transforms.read_images import ImageSource
 from beamlens.transforms.reindex import GraphOutcome, ReindexGraph, auto_buckets, run_reindex_graph
 from beamlens.transforms.reindex_plan import Action, ShrinkGuard, removed_from_previous
-from beamlens.transforms.run_accounting import options_record
+from beamlens.transforms.run_accounting import list_ids, options_record, pipeline_options_of, runner_name
 from beamlens.transforms.write_shards import write_manifest
 
 PLAN_DIR = "plan"
@@ -122,10 +122,6 @@ def validate(request: ReindexRequest) -> ImageSource:
     return validate_request(request.embed_request(), needs_output=False)
 
 
-def _runner(options: PipelineOptions) -> str:
-    return str(options.view_as(StandardOptions).runner or "DirectRunner")
-
-
 def _graph(request: ReindexRequest, source: ImageSource, previous: vo.PreviousVersion, fingerprint: str,
            version_dir: str, listed: int) -> ReindexGraph:
     return ReindexGraph(
@@ -177,10 +173,7 @@ def _report(version: str, previous: vo.PreviousVersion, fingerprint: str, outcom
 def _embed_and_check(request: ReindexRequest, options: PipelineOptions, source: ImageSource, previous: vo.PreviousVersion,
                      fingerprint: str, version_dir: str, pipeline: Optional[beam.Pipeline]) -> GraphOutcome:
     """List, run the graph, reconcile, apply the shrink guard, write the manifest."""
-    listed_ids = {ref.image_id for ref in iter_image_refs(source)}
-    if not listed_ids:
-        raise BeamlensError(f"no images found in {source.describe()}")
-    checkpoint("listing")
+    listed_ids = list_ids(source)
     _progress(f"{len(listed_ids)} images in {source.describe()}; previous {previous.describe()}; "
               f"model {fingerprint}; writing {version_dir}")
     graph = _graph(request, source, previous, fingerprint, version_dir, len(listed_ids))
@@ -197,7 +190,7 @@ def _embed_and_check(request: ReindexRequest, options: PipelineOptions, source: 
         guard.enforce(removed, previous.count)
     extra = {"beam_seconds": round(outcome.beam_seconds, 3), "reindex": plan.to_dict()["counts"],
              "previous": previous.resolved.shards_dir if previous.resolved else None, "image_size": graph.image_size,
-             "source": source.describe(), "runner": _runner(options)}
+             "source": source.describe(), "runner": runner_name(options)}
     write_manifest(graph.shards_dir, summary, fingerprint, options_record(request.embed_request(graph.shards_dir), options), extra)
     return outcome
 
@@ -234,7 +227,7 @@ def _run_locked(request: ReindexRequest, options: PipelineOptions, source: Image
     checkpoint("searcher")
     if before_publish is not None:
         before_publish(version_dir)
-    report = _report(version, previous, fingerprint, outcome, searcher, request, embedders, removed, _runner(options), started)
+    report = _report(version, previous, fingerprint, outcome, searcher, request, embedders, removed, runner_name(options), started)
     pruned = _publish(request, lock, version, report)
     plan = outcome.plan
     _progress(f"published {version} (LATEST); embedded {plan.embedded}, carried {plan.get(Action.CARRY)}, "
@@ -252,7 +245,7 @@ def reindex(request: ReindexRequest, *, pipeline: Optional[beam.Pipeline] = None
     """
     started = time.monotonic()
     source = validate(request)
-    options = request.pipeline_options if request.pipeline_options is not None else PipelineOptions([])
+    options = pipeline_options_of(request)
     files.mkdirs(request.output_root)
     existing = vo.list_versions(request.output_root)
     version = vo.new_version_name(after=existing[-1] if existing else None)

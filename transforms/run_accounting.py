@@ -1,6 +1,7 @@
-"""The one post-run path of every job that writes shards (``embed`` and ``reindex``).
+"""The accounting every job that writes shards (``embed`` and ``reindex``) shares, in one place.
 
-Run the pipeline to the end, read what it really wrote, and hold it to what was listed: every
+Before the run: the listed ids (:func:`list_ids`), the Beam options and runner name of a request.
+After it (the one post-run path): run the pipeline to the end, read what it really wrote, and hold it to what was listed: every
 listed image embedded or failed exactly once, nothing else (:func:`write_shards.reconcile`). Only a
 run that passes gets a manifest, which its caller writes with :func:`options_record` as the
 options it records. One path, so the two jobs cannot drift apart in what they guarantee.
@@ -14,10 +15,12 @@ from typing import Any, Optional
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.runner import PipelineResult
 
-from beamlens.transforms.read_images import METRICS_NAMESPACE
+from beamlens.models.errors import BeamlensError
+from beamlens.models.faults import checkpoint
+from beamlens.transforms.read_images import METRICS_NAMESPACE, ImageSource, iter_image_refs
 from beamlens.transforms.write_shards import OutputSummary, read_outputs, reconcile
 
 SCALARS = (str, int, float, bool, type(None))
@@ -30,6 +33,30 @@ class FinishedRun:
     summary: OutputSummary
     seconds: float
     counters: Optional[dict[str, int]]
+
+
+def list_ids(source: ImageSource) -> set[str]:
+    """Every image id the source lists (what the run must account for); none is an error."""
+    listed_ids = {ref.image_id for ref in iter_image_refs(source)}
+    if not listed_ids:
+        raise BeamlensError(f"no images found in {source.describe()}")
+    checkpoint("listing")
+    return listed_ids
+
+
+def pipeline_options_of(request: Any) -> PipelineOptions:
+    """The request's Beam options, or Beam's defaults (the DirectRunner) when it gave none."""
+    return request.pipeline_options if request.pipeline_options is not None else PipelineOptions([])
+
+
+def runner_name(options: PipelineOptions) -> str:
+    return str(options.view_as(StandardOptions).runner or "DirectRunner")
+
+
+def option_values(request_type: Any, options: PipelineOptions) -> dict[str, Any]:
+    """The fields of ``request_type`` that parsed Beam options hold a value for (our registered flags)."""
+    parsed = options.get_all_options(drop_default=False)
+    return {f.name: parsed[f.name] for f in fields(request_type) if f.name in parsed and f.name != "pipeline_options"}
 
 
 def _counters(result: PipelineResult) -> Optional[dict[str, int]]:
