@@ -118,6 +118,20 @@ def size_and_mtime(path: str) -> tuple[int, float] | None:
     return int(matched[0].size_in_bytes), float(matched[0].last_updated_in_seconds)
 
 
+def check_readable_file(path: str | os.PathLike, what: str) -> str:
+    """Return the absolute path, or raise a BeamlensError naming the file."""
+    path = os.fspath(path)
+    if not path:
+        raise BeamlensError(f"no {what} given")
+    if not os.path.exists(path):
+        raise BeamlensError(f"{what} not found: {path}")
+    if not os.path.isfile(path):
+        raise BeamlensError(f"{what} is not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise BeamlensError(f"{what} is not readable: {path}")
+    return os.path.abspath(path)
+
+
 def mkdirs(folder: str) -> None:
     if is_remote(folder):
         if not _beam().exists(folder):

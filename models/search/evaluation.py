@@ -17,10 +17,11 @@ import math
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from beamlens.models.corpora.captions import CaptionQuery, load_caption_queries  # noqa: F401 (re-exported)
 from beamlens.models.errors import BeamlensError
 from beamlens.models.knn import DATABASE_CHUNK, DOT_PRODUCT, SQUARED_L2, exact_knn, top_k_accuracy  # noqa: F401 (the metric's home)
 
@@ -31,52 +32,6 @@ DEFAULT_LEAVES_SWEEP = (1, 2, 4, 8, 16, 32)
 # ---------------------------------------------------------------------------------------------
 # Held-out captions
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CaptionQuery:
-    image_id: str
-    caption: str
-
-
-def load_caption_queries(path: str) -> list[CaptionQuery]:
-    """Read held-out captions: COCO layout, a list of records, or ``{image_id: [captions]}``.
-
-    COCO ``captions_*.json`` (``{"annotations": [{"image_id", "caption"}], ...}``) is what the
-    corpus tools write; the two simpler shapes are for hand-made files. Ids become strings, as in
-    the shards and the searcher metadata. Empty captions are skipped, not fatal.
-    """
-    try:
-        with open(path, encoding="utf-8") as stream:
-            data = json.load(stream)
-    except FileNotFoundError:
-        raise BeamlensError(f"caption file not found: {path}") from None
-    except (OSError, ValueError) as error:
-        raise BeamlensError(f"caption file {path} is not readable JSON: {error}") from None
-    pairs: list[tuple[Any, Any]] = []
-    if isinstance(data, dict) and isinstance(data.get("annotations"), list):
-        records: Iterable[Any] = data["annotations"]
-    elif isinstance(data, list):
-        records = data
-    elif isinstance(data, dict):
-        for image_id, captions in data.items():
-            for caption in [captions] if isinstance(captions, str) else captions or []:
-                pairs.append((image_id, caption))
-        records = []
-    else:
-        raise BeamlensError(f"caption file {path}: expected COCO captions JSON, a list or an object")
-    for index, record in enumerate(records):
-        if not isinstance(record, dict) or "image_id" not in record or "caption" not in record:
-            raise BeamlensError(f"caption file {path}: record {index} lacks image_id/caption: {str(record)[:120]}")
-        pairs.append((record["image_id"], record["caption"]))
-    queries = [
-        CaptionQuery(str(image_id), str(caption).strip())
-        for image_id, caption in pairs
-        if isinstance(caption, str) and caption.strip()
-    ]
-    if not queries:
-        raise BeamlensError(f"caption file {path} holds no captions")
-    return queries
-
-
 def select_queries(queries: Sequence[CaptionQuery], known_ids: set[str], max_queries: int, seed: int = 0) -> tuple[list[CaptionQuery], int]:
     """Keep captions whose image is indexed, then an evenly random subset of at most max_queries.
 

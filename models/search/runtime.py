@@ -34,6 +34,13 @@ from beamlens.models.encoders.preprocessing import (
     decode_guard,
     load_image,
 )
+from beamlens.models.encoders.tflite_text_embedder import (  # noqa: F401 (re-exported)
+    check_text_query,
+    embed_text,
+    explain_run_error,
+    time_text_embedder,
+)
+from beamlens.models.io.files import check_readable_file
 from beamlens.models.search.results import IndexLayout, SearchHit, SearchResults, short_result_note
 
 TEXT = "text"
@@ -47,30 +54,10 @@ ImageQuery = Union[str, os.PathLike, bytes, np.ndarray]
 # ---------------------------------------------------------------------------------------------
 # Caller side (any process)
 # ---------------------------------------------------------------------------------------------
-def check_readable_file(path: str | os.PathLike, what: str) -> str:
-    """Return the absolute path, or raise a BeamlensError naming the file."""
-    path = os.fspath(path)
-    if not path:
-        raise BeamlensError(f"no {what} given")
-    if not os.path.exists(path):
-        raise BeamlensError(f"{what} not found: {path}")
-    if not os.path.isfile(path):
-        raise BeamlensError(f"{what} is not a file: {path}")
-    if not os.access(path, os.R_OK):
-        raise BeamlensError(f"{what} is not readable: {path}")
-    return os.path.abspath(path)
-
-
 def check_k(k: int) -> int:
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise BeamlensError(f"k must be a positive number of results, got {k!r}")
     return int(k)
-
-
-def check_text_query(query: str) -> str:
-    if not isinstance(query, str) or not query.strip():
-        raise BeamlensError("the query is empty: give some text to search for")
-    return query
 
 
 def _describe_image_query(image: ImageQuery) -> str:
@@ -227,28 +214,6 @@ class Searcher:
         return f"Searcher({self.path!r}, modality={self.modality!r}, {state})"
 
 
-def embed_text(text_embedder_path: str | os.PathLike, texts: Sequence[str], l2_normalize: bool = False) -> np.ndarray:
-    """Embed texts with the Task Library ``TextEmbedder``: float32 [len(texts), d].
-
-    The same tokenizer metadata and model the ``TextSearcher`` runs on a phone, so vectors used
-    for an exact reference search match what the searcher itself computes for a query.
-    """
-    path = check_readable_file(text_embedder_path, "text embedder")
-    texts = [check_text_query(t) for t in texts]
-    return _call(_embed_texts, path, texts, bool(l2_normalize))
-
-
-def time_text_embedder(text_embedder_path: str | os.PathLike, texts: Sequence[str], warmup: int = 3) -> list[float]:
-    """Milliseconds per query of the Task Library ``TextEmbedder`` alone (1 thread), after ``warmup``.
-
-    Beside TextSearcher latencies it splits a query's time between the text encoder and the index:
-    with a BERT-sized encoder the encoder is most of it, and leaves searched barely show.
-    """
-    path = check_readable_file(text_embedder_path, "text embedder")
-    texts = [check_text_query(t) for t in texts]
-    return _call(_time_embed_texts, path, texts, int(warmup))
-
-
 # ---------------------------------------------------------------------------------------------
 # Task Library side (runs in a process prepared for tflite-support)
 # ---------------------------------------------------------------------------------------------
@@ -302,16 +267,6 @@ def _create_task(entry: _OpenSearcher) -> Any:
         return vision.ImageSearcher.create_from_options(options)
     except (ValueError, RuntimeError, TypeError) as error:
         raise _explain_open_error(entry.path, entry.modality, error) from None
-
-
-def _explain_run_error(error: Exception) -> str:
-    message = str(error)
-    if "Invoke() failed" in message:
-        return (
-            f"{message} — the model itself failed to run in the TFLite interpreter (the TFLite log "
-            "above names the failing op); the file opened fine, so the model export is at fault, not the query"
-        )
-    return message
 
 
 def _open_searcher(path: str, modality: str, max_results: int, num_threads: int, index_file: str | None) -> dict:
@@ -398,51 +353,10 @@ def _search(
         try:
             result = entry.task.search(query)
         except (ValueError, RuntimeError) as error:
-            raise BeamlensError(f"search failed in {entry.path}: {_explain_run_error(error)}") from None
+            raise BeamlensError(f"search failed in {entry.path}: {explain_run_error(error)}") from None
         seconds = time.perf_counter() - started
         neighbours = [(bytes(n.metadata), float(n.distance)) for n in result.nearest_neighbors[:k]]
         replies.append((neighbours, seconds))
     return replies
 
 
-def _text_embedder(path: str, l2_normalize: bool) -> Any:
-    from tflite_support.task import core, processor, text  # noqa: PLC0415
-
-    options = text.TextEmbedderOptions(
-        base_options=core.BaseOptions(file_name=path, num_threads=1),
-        embedding_options=processor.EmbeddingOptions(l2_normalize=l2_normalize),
-    )
-    try:
-        return text.TextEmbedder.create_from_options(options)
-    except (ValueError, RuntimeError, TypeError) as error:
-        raise BeamlensError(f"{path} cannot be opened as a text embedder (Task Library: {error})") from None
-
-
-def _embed_one(embedder: Any, path: str, text_query: str) -> Any:
-    try:
-        return embedder.embed(text_query)
-    except (ValueError, RuntimeError) as error:
-        raise BeamlensError(f"the text embedder {path} failed on {text_query!r}: {_explain_run_error(error)}") from None
-
-
-def _time_embed_texts(path: str, texts: list[str], warmup: int) -> list[float]:
-    embedder = _text_embedder(path, False)
-    for text_query in texts[:warmup]:
-        _embed_one(embedder, path, text_query)
-    timings = []
-    for text_query in texts:
-        started = time.perf_counter()
-        _embed_one(embedder, path, text_query)
-        timings.append((time.perf_counter() - started) * 1000.0)
-    return timings
-
-
-def _embed_texts(path: str, texts: list[str], l2_normalize: bool) -> np.ndarray:
-    embedder = _text_embedder(path, l2_normalize)
-    vectors = []
-    for text_query in texts:
-        result = _embed_one(embedder, path, text_query)
-        vectors.append(np.asarray(result.embeddings[0].feature_vector.value, dtype=np.float32))
-    if not vectors:
-        return np.zeros((0, 0), np.float32)
-    return np.stack(vectors)
