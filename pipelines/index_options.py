@@ -14,6 +14,7 @@ from beamlens.models.errors import BeamlensError
 def add_index_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The ScaNN / on-device index options, defined once for every command that builds an index."""
     from beamlens.models.searcher.options import DEFAULT_MAX_INDEX_MB, DEFAULT_TARGET_RECALL, DISTANCE_MEASURES, DOT_PRODUCT, LOOKUP_TYPES  # noqa: PLC0415
+    from beamlens.models.searcher.tuning_queries import TUNE_ON  # noqa: PLC0415
 
     p = parser
     p.add_argument("--format", choices=["tflite", "scann_index_file"], action="append",
@@ -32,6 +33,13 @@ def add_index_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     p.add_argument("--allow-missing-manifest", action="store_true",
                    help="read shards from a folder without manifest.json (an unfinished or foreign run)")
     p.add_argument("--no-compression", action="store_true", help="store index blocks uncompressed")
+    p.add_argument("--tune-on", choices=TUNE_ON, default="auto",
+                   help="queries the recall target is measured on: auto = a text searcher's own text queries "
+                        "(--tune-captions, else the corpus's captions, else generated caption-like texts) when "
+                        "--text-embedder is given, held-out image vectors otherwise; image = always image vectors")
+    p.add_argument("--tune-captions", metavar="FILE", default=None,
+                   help="captions like those users will type (COCO captions JSON, a list of {image_id, caption} "
+                        "or {image_id: captions}); embedded by --text-embedder to tune the index")
     return p
 
 
@@ -63,7 +71,7 @@ def searcher_request(args: argparse.Namespace, shards: Sequence[str], out: str, 
         formats=tuple(args.format or ()), scann=scann,
         auto=AutoOptions(target_recall=args.target_recall, max_index_mb=args.max_index_mb),
         userinfo=args.userinfo, normalize=args.normalize, allow_missing_manifest=args.allow_missing_manifest,
-        compression=not args.no_compression)
+        compression=not args.no_compression, tune_on=args.tune_on, tune_captions=args.tune_captions)
 
 
 def index_arguments_parser(command: str) -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from beamlens.models.progress import progress_printer
 from beamlens.models.errors import BeamlensError
 from beamlens.models.searcher import model_file
 from beamlens.models.searcher.options import DOT_PRODUCT, AutoOptions, ScaNNOptions, options_to_dict
+from beamlens.models.searcher.tuning_queries import TUNE_ON, TuningQueries, choose_texts, text_tuning_queries
 from beamlens.models.shards.reader import read_shards
 
 TEXT_SEARCHER = "text_searcher.tflite"
@@ -56,13 +57,19 @@ class SearcherRequest:
     normalize: bool = False
     allow_missing_manifest: bool = False
     compression: bool = True
+    # Which queries leaves and scoring are tuned on (models/searcher/tuning_queries.py): "auto"
+    # tunes a text searcher on text queries (these captions, else the corpus's, else generated),
+    # "image" on held-out indexed vectors.
+    tune_on: str = "auto"
+    tune_captions: Optional[str] = None
 
     def index_record(self) -> dict[str, Any]:
         """The options that decide the index (not where it is read from or written to), as JSON:
         ``reindex`` reuses the previous searchers only when these are the same."""
         return {"formats": list(self.formats), "scann": options_to_dict(self.scann), "auto": dataclasses.asdict(self.auto),
                 "userinfo": self.userinfo, "normalize": self.normalize,
-                "allow_missing_manifest": self.allow_missing_manifest, "compression": self.compression}
+                "allow_missing_manifest": self.allow_missing_manifest, "compression": self.compression,
+                "tune_on": self.tune_on, "tune_captions": self.tune_captions}
 
     def chosen_formats(self) -> list[str]:
         formats = list(self.formats) or (["tflite"] if (self.text_embedder or self.image_embedder) else [])
@@ -72,7 +79,24 @@ class SearcherRequest:
             raise BeamlensError("--format tflite needs --text-embedder and/or --image-embedder")
         if self.userinfo is not None and "\x00" in self.userinfo:
             raise BeamlensError("--userinfo must not contain NUL bytes")
+        self._check_tuning()
         return formats
+
+    def _check_tuning(self) -> None:
+        if self.tune_on not in TUNE_ON:
+            raise BeamlensError(f"--tune-on must be one of {', '.join(TUNE_ON)}, got {self.tune_on!r}")
+        if self.tune_captions is None:
+            return
+        if not self.text_embedder:
+            raise BeamlensError("--tune-captions needs --text-embedder: the captions are embedded by it")
+        if self.tune_on == "image":
+            raise BeamlensError("--tune-captions and --tune-on image contradict each other")
+        if not os.path.isfile(self.tune_captions):
+            raise BeamlensError(f"caption file not found: {self.tune_captions}")
+
+    def tunes_on_text(self) -> bool:
+        """Whether the index is tuned for a TextSearcher's queries (the text searcher is built)."""
+        return self.tune_on == "auto" and bool(self.text_embedder) and "tflite" in self.chosen_formats()
 
 
 def _check_embedder(path: Optional[str], dimension: Optional[int] = None) -> Optional[str]:
@@ -137,8 +161,9 @@ def _build_in(work: str, request: SearcherRequest, formats: list[str],
             _check_embedder(path, shards.dimension)
     userinfo = request.userinfo if request.userinfo is not None else _default_userinfo(shards, request)
     index_path = os.path.join(work, INDEX_FILE)
+    tuning = _tuning_queries(request, shards, work)
     _, report = build_index(shards.vectors_path, shards.metadata_path, request.scann, index_path, userinfo,
-                            request.auto, compression=request.compression)
+                            request.auto, compression=request.compression, tuning=tuning)
     for line in report.lines():
         _progress(line)
     staged: dict[str, str] = {}
@@ -159,6 +184,16 @@ def _build_in(work: str, request: SearcherRequest, formats: list[str],
     return staged, summary
 
 
+def _tuning_queries(request: SearcherRequest, shards: Any, work: str) -> Optional[TuningQueries]:
+    """Text queries for a text searcher (embedded by its own text embedder), else None (image queries)."""
+    if not request.tunes_on_text():
+        return None
+    texts = choose_texts(request.tune_captions, shards.metadata_path, shards.count, request.auto.num_queries,
+                         request.auto.seed)
+    _progress(f"embedding {len(texts.texts)} tuning queries ({texts.source})")
+    return text_tuning_queries(request.text_embedder, texts, os.path.join(work, "tuning_queries.npy"))
+
+
 def build_searchers_anywhere(request: SearcherRequest) -> dict[str, Any]:
     """:func:`build_searchers` for shard folders, embedders and an output folder on any Beam
     filesystem: remote inputs are copied to a local scratch folder first and the outputs uploaded
@@ -167,7 +202,8 @@ def build_searchers_anywhere(request: SearcherRequest) -> dict[str, Any]:
 
     from beamlens.models.io import files  # noqa: PLC0415
 
-    paths = [*request.shards, request.out, request.text_embedder or "", request.image_embedder or ""]
+    paths = [*request.shards, request.out, request.text_embedder or "", request.image_embedder or "",
+             request.tune_captions or ""]
     if not any(files.is_remote(p) for p in paths):
         return build_searchers(request)
     scratch = tempfile.mkdtemp(prefix="beamlens-searchers-")
@@ -186,7 +222,8 @@ def build_searchers_anywhere(request: SearcherRequest) -> dict[str, Any]:
             shards.append(folder)
         out = os.path.join(scratch, "out") if files.is_remote(request.out) else request.out
         summary = build_searchers(replace(request, shards=shards, out=out, text_embedder=local(request.text_embedder, "text"),
-                                          image_embedder=local(request.image_embedder, "image")))
+                                          image_embedder=local(request.image_embedder, "image"),
+                                          tune_captions=local(request.tune_captions, "captions")))
         if out != request.out:
             files.copy_into(files.list_folder(out), request.out)
         return summary

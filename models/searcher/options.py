@@ -134,10 +134,11 @@ class BuildReport:
     anisotropic_quantization_threshold: Optional[float] = None
     estimated_recall_at_10: Optional[float] = None
     target_recall: Optional[float] = None
-    # Which queries the estimate was measured on. Held-out corpus vectors are image-like; a
-    # TextSearcher is queried with text vectors, on which device recall measured 0.01-0.016 lower
-    # at 1M items (issue 26), so the report says so instead of leaving it implied.
+    # Which queries the estimate was measured on: text vectors from the searcher's own text
+    # embedder when a text searcher is built (models/searcher/tuning_queries.py), else held-out
+    # corpus vectors (image-like; text queries measured 0.01-0.016 lower at 1M items, issue 26).
     recall_queries: str = ""
+    recall_query_kind: str = ""  # "text" (tuned for a TextSearcher's queries) or "image"
     index_bytes: int = 0
     vector_bytes: int = 0
     metadata_bytes: int = 0

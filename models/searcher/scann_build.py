@@ -38,6 +38,7 @@ import numpy as np
 from beamlens.models.progress import progress_printer
 from beamlens.models.io.files import write_bytes_atomically
 from beamlens.models.errors import BeamlensError
+from beamlens.models.knn import exact_knn
 from beamlens.models.searcher import autotune
 from beamlens.models.searcher.options import (
     DOT_PRODUCT,
@@ -49,6 +50,7 @@ from beamlens.models.searcher.options import (
     Tree,
     options_to_dict,
 )
+from beamlens.models.searcher.tuning_queries import TuningQueries
 from beamlens.models.searcher.wire import (
     encode_ondevice_config,
     fraction_for_leaves,
@@ -82,13 +84,17 @@ def build_index(
     userinfo: str = "",
     auto: Optional[AutoOptions] = None,
     compression: bool = True,
+    tuning: Optional[TuningQueries] = None,
 ) -> tuple[str, BuildReport]:
-    """Write the on-device index for the vectors at ``out_path``; return it and the report."""
+    """Write the on-device index for the vectors at ``out_path``; return it and the report.
+
+    ``tuning``: the queries to measure recall on (text vectors for a text searcher, see
+    :mod:`models.searcher.tuning_queries`); None measures on held-out indexed vectors."""
     from beamlens.models import compat  # noqa: PLC0415
 
     report = compat.call_tflite(
         _build_index_here, os.path.abspath(embeddings_npy_path), os.path.abspath(metadata_path), options,
-        os.path.abspath(out_path), userinfo, auto or AutoOptions(), compression,
+        os.path.abspath(out_path), userinfo, auto or AutoOptions(), compression, tuning,
     )
     return out_path, report
 
@@ -186,16 +192,33 @@ def _partitions(matrix: np.ndarray, artifacts: dict[str, Any], num_leaves: int) 
     return centroid[None, :], np.zeros(matrix.shape[0], np.int64)
 
 
-def _measure(matrix: np.ndarray, plan: _Plan, artifacts: dict[str, Any], centroids: np.ndarray, assignment: np.ndarray,
-             distance: str, auto: AutoOptions, report: BuildReport) -> list[_Candidate]:
-    """Recall@10 of every candidate scoring against exact search, by leaves searched (the sweeps)."""
+def _recall_queries(matrix: np.ndarray, tuning: Optional[TuningQueries], distance: str, auto: AutoOptions,
+                    report: BuildReport) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(queries, their rows in the matrix or -1, exact top-10 ids): the given tuning queries, or
+    held-out indexed vectors (each excluded from its own answer, so finding itself is no hit)."""
+    if tuning is not None:
+        queries = np.asarray(np.load(tuning.vectors_path), np.float32)
+        if queries.ndim != 2 or queries.shape[1] != matrix.shape[1]:
+            raise BeamlensError(f"tuning queries are {queries.shape}, the index holds {matrix.shape[1]}-d vectors")
+        _progress(f"measuring recall@10 on {len(queries)} {tuning.description}")
+        report.recall_queries, report.recall_query_kind = tuning.description, "text"
+        return queries, np.full(len(queries), -1, np.int64), exact_knn(queries, matrix, autotune.K, distance)[0]
     n = matrix.shape[0]
     _progress(f"measuring recall@10 on {min(n, auto.num_queries)} held-out queries against exact search")
     query_rows = autotune.sample_queries(n, auto.num_queries, auto.seed)
-    queries = np.asarray(matrix[query_rows], np.float32)
     report.recall_queries = (f"{len(query_rows)} held-out vectors of the indexed items (image-like queries; text "
                              "queries from a TextSearcher may score lower: check with beamlens evaluate)")
-    exact = autotune.exact_neighbours(matrix, query_rows, distance)
+    report.recall_query_kind = "image"
+    return (np.asarray(matrix[query_rows], np.float32), query_rows,
+            autotune.exact_neighbours(matrix, query_rows, distance))
+
+
+def _measure(matrix: np.ndarray, plan: _Plan, artifacts: dict[str, Any], centroids: np.ndarray, assignment: np.ndarray,
+             distance: str, auto: AutoOptions, report: BuildReport,
+             tuning: Optional[TuningQueries] = None) -> list[_Candidate]:
+    """Recall@10 of every candidate scoring against exact search, by leaves searched (the sweeps)."""
+    n = matrix.shape[0]
+    queries, query_rows, exact = _recall_queries(matrix, tuning, distance, auto, report)
     ranks = autotune.leaf_ranks(queries, centroids, distance)
     candidates: list[_Candidate] = []
     if plan.want_brute_force or plan.auto_score:
@@ -207,9 +230,10 @@ def _measure(matrix: np.ndarray, plan: _Plan, artifacts: dict[str, Any], centroi
         values = autotune.sweep_values(plan.num_leaves, autotune.MAX_AH_SWEEP_LEAVES)
         if plan.fixed_leaves and plan.fixed_leaves not in values:
             values = sorted(set(values + [plan.fixed_leaves]))
+        grouped = autotune.LeafCodes.group(artifacts["codes"], assignment, plan.num_leaves)
         for lookup in ([plan.ah.lookup_type] if not plan.auto_score else ["int8", "int16"]):
             model = autotune.AHModel(artifacts["codebooks"], artifacts["codes"], lookup)
-            recalls = (autotune.ah_sweep(queries, query_rows, model, assignment, ranks, exact, values, distance)
+            recalls = (autotune.ah_sweep(queries, query_rows, model, assignment, ranks, exact, values, distance, grouped)
                        if exact.shape[1] else [1.0] * len(values))
             candidates.append(_Candidate("ah", lookup, values, recalls, n * artifacts["codes"].shape[1]))
             report.sweeps[f"AH {plan.ah.dimensions_per_block} dim/block, {lookup} LUT"] = [SweepPoint(v, r) for v, r in zip(values, recalls)]
@@ -221,6 +245,9 @@ def _record_choice(report: BuildReport, plan: _Plan, tree: Optional[Tree], score
     report.score, report.num_leaves, report.num_leaves_to_search = score, plan.num_leaves, leaves
     report.search_fraction = fraction_for_leaves(plan.num_leaves, leaves)
     report.estimated_recall_at_10 = recall
+    if plan.num_leaves > 1:
+        report.reasons.append(f"a query scores about {report.num_items * leaves / plan.num_leaves:,.0f} items "
+                              f"({leaves / plan.num_leaves:.1%} of the index; query time grows with it)")
     if score == "ah":
         report.dimensions_per_block = plan.ah.dimensions_per_block
         report.lookup_type = lookup
@@ -233,7 +260,7 @@ def _record_choice(report: BuildReport, plan: _Plan, tree: Optional[Tree], score
 
 def _build_index_here(
     npy_path: str, metadata_path: str, options: Optional[ScaNNOptions], out_path: str,
-    userinfo: str, auto: AutoOptions, compression: bool,
+    userinfo: str, auto: AutoOptions, compression: bool, tuning: Optional[TuningQueries] = None,
 ) -> BuildReport:
     """Choose a configuration (partitions, candidate scorings), train and measure them, decide,
     then write the index: each phase a function, the decision in :func:`_decide`."""
@@ -257,7 +284,7 @@ def _build_index_here(
                       + (f", AH {plan.ah.dimensions_per_block} dim/block" if plan.ah else ", brute force"))
             artifacts = _train_scann(matrix, distance, plan.num_leaves, options.tree, plan.ah, work, auto.training_threads)
         centroids, assignment = _partitions(matrix, artifacts, plan.num_leaves)
-        candidates = _measure(matrix, plan, artifacts, centroids, assignment, distance, auto, report)
+        candidates = _measure(matrix, plan, artifacts, centroids, assignment, distance, auto, report, tuning)
         score, lookup, leaves, recall = _decide(candidates, plan.fixed_leaves, auto.target_recall,
                                                 auto.max_index_mb * 1e6, report.reasons, report.warnings)
         _record_choice(report, plan, options.tree, score, lookup, leaves, recall)
