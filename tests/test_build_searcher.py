@@ -78,6 +78,17 @@ def test_explicit_options_and_tiny_data(tmp_path):
     _assert_refused(tmp_path / "tiny", tmp_path / "tiny_ah", "at least 256 items", "--format", "scann_index_file", "--score", "ah")
 
 
+def test_num_leaves_alone_leaves_the_leaves_searched_to_the_sweep(tmp_path):
+    h.write_shards(tmp_path / "shards", h.records_for(_clustered(3000)), num_shards=2)
+    build = _run(tmp_path / "shards", tmp_path / "out", "--format", "scann_index_file", "--num-leaves", "30",
+                 "--target-recall", "0.9")["build"]
+    assert build["num_leaves"] == 30 and 1 <= build["num_leaves_to_search"] < 30
+    assert build["estimated_recall_at_10"] >= 0.9
+    with pytest.raises(BeamlensError, match=r"0 <= num_leaves_to_search <= num_leaves .*got 31 of 30"):
+        _run(tmp_path / "shards", tmp_path / "bad", "--format", "scann_index_file", "--num-leaves", "30",
+             "--leaves-to-search", "31")
+
+
 def test_duplicates_identical_are_dropped_different_refused(tmp_path):
     vectors = _unit(300)
     records = h.records_for(vectors)

@@ -90,9 +90,10 @@ class ScaNNOptions:
             raise BeamlensError("set at most one of score_ah and score_brute_force")
         if self.tree is not None:
             t = self.tree
-            if t.num_leaves < 1 or not 1 <= t.num_leaves_to_search <= t.num_leaves:
+            if t.num_leaves < 1 or not 0 <= t.num_leaves_to_search <= t.num_leaves:
                 raise BeamlensError(
-                    f"tree needs 1 <= num_leaves_to_search <= num_leaves, got {t.num_leaves_to_search} of {t.num_leaves}"
+                    f"tree needs 0 <= num_leaves_to_search <= num_leaves (0: chosen by the recall sweep), "
+                    f"got {t.num_leaves_to_search} of {t.num_leaves}"
                 )
         if self.score_ah is not None:
             if self.score_ah.dimensions_per_block < 1:

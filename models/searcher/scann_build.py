@@ -7,7 +7,7 @@ tflite-support can, via ``models.compat.call_tflite``)::
                                      out_path="out/index.ldb", userinfo="...")
 
 Inputs are FILES so that a 10M x 128 matrix never travels through a pipe: ``vectors.npy`` is an
-N x d float32 array (read memory-mapped), ``metadata.jsonl`` holds one item's metadata per line
+N x d float32 array (read in row ranges), ``metadata.jsonl`` holds one item's metadata per line
 (UTF-8 bytes stored verbatim as ``M_<id>``; beamlens writes compact JSON
 ``{"id","uri","captions"}``, which never contains a newline).
 
@@ -16,7 +16,9 @@ What happens (Model Maker's create_from_data + scann_converter, reimplemented):
    sqrt(N), leaves-to-search and scoring from a recall sweep against exact search, within
    ``max_index_mb``);
 2. scann 1.4.2 pybind trains the k-means tree and the LUT256 asymmetric hashing (residual
-   quantization forced off: the device cannot undo it), serialized to a temp folder;
+   quantization forced off: the device cannot undo it) on samples of the points; every point is
+   then assigned to its leaf and encoded here, streamed in row ranges from the ``.npy``
+   (models/io/npy_rows.py: the N x d floats are never held or mapped: 10M x 128 is 5 GB);
 3. the artifacts become a ``ScannOnDeviceConfig`` (leaf centroids, codebooks, search_fraction)
    and tflite-support's ``index_builder`` writes the LevelDB table, atomically.
 Tiny data: fewer than 256 points cannot train LUT256 AH (float brute force instead); small N
@@ -37,6 +39,7 @@ import numpy as np
 
 from beamlens.models.progress import progress_printer
 from beamlens.models.io.files import write_bytes_atomically
+from beamlens.models.io.npy_rows import NpyRows
 from beamlens.models.errors import BeamlensError
 from beamlens.models.knn import exact_knn
 from beamlens.models.searcher import autotune
@@ -106,7 +109,7 @@ def build_index(
 class _Inputs:
     """The vectors and metadata to index, checked once."""
 
-    vectors: np.ndarray  # N x d float32, memory-mapped
+    vectors: NpyRows  # N x d float32 on disk, read in row ranges (never mapped or held whole)
     metadata: list[bytes]
 
     @property
@@ -143,8 +146,8 @@ class _Candidate:
 def _load_inputs(npy_path: str, metadata_path: str, userinfo: str) -> _Inputs:
     if "\x00" in userinfo:
         raise BeamlensError("the user info string must not contain NUL bytes (the Task Library cuts it there)")
-    vectors = np.load(npy_path, mmap_mode="r")
-    if vectors.ndim != 2 or vectors.dtype != np.float32:
+    vectors = NpyRows(npy_path)
+    if vectors.dtype != np.float32:
         raise BeamlensError(f"{npy_path}: expected an N x d float32 matrix, got {vectors.dtype} {vectors.shape}")
     metadata = read_metadata_lines(metadata_path)
     if len(metadata) != vectors.shape[0]:
@@ -188,8 +191,10 @@ def _partitions(matrix: np.ndarray, artifacts: dict[str, Any], num_leaves: int) 
     """(centroids, assignment): scann's tree, or one leaf holding everything."""
     if num_leaves > 1:
         return artifacts["centroids"], np.asarray(artifacts["assignment"], np.int64)
-    centroid = matrix.mean(axis=0, dtype=np.float64).astype(np.float32)
-    return centroid[None, :], np.zeros(matrix.shape[0], np.int64)
+    total = np.zeros(matrix.shape[1], np.float64)
+    for start in range(0, matrix.shape[0], 65536):
+        total += np.asarray(matrix[start : start + 65536], np.float64).sum(axis=0)
+    return (total / matrix.shape[0]).astype(np.float32)[None, :], np.zeros(matrix.shape[0], np.int64)
 
 
 def _recall_queries(matrix: np.ndarray, tuning: Optional[TuningQueries], distance: str, auto: AutoOptions,
@@ -277,7 +282,7 @@ def _build_index_here(
     plan = _choose_plan(options, auto, inputs, report.reasons)
     work = tempfile.mkdtemp(prefix="beamlens-scann-")
     try:
-        matrix = np.ascontiguousarray(inputs.vectors)  # scann needs it in memory
+        matrix = inputs.vectors  # on disk: streamed in row ranges, scann sees samples only
         artifacts: dict[str, Any] = {}
         if plan.num_leaves > 1 or plan.ah is not None:
             _progress(f"training ScaNN: {inputs.n} x {inputs.dim}, {plan.num_leaves} leaves"
@@ -290,7 +295,7 @@ def _build_index_here(
         _record_choice(report, plan, options.tree, score, lookup, leaves, recall)
         _progress(f"writing the on-device index ({score}, {leaves}/{plan.num_leaves} leaves searched)")
         index_bytes = _serialize_index(
-            matrix if score == "brute_force" else None, artifacts.get("codes") if score == "ah" else None,
+            matrix[0 : inputs.n] if score == "brute_force" else None, artifacts.get("codes") if score == "ah" else None,
             artifacts.get("codebooks") if score == "ah" else None, lookup, centroids, assignment,
             report.search_fraction, distance, inputs.dim, inputs.metadata, userinfo, compression,
         )
@@ -388,62 +393,94 @@ def _scann_config(builder: Any) -> str:
 
 
 def _train_scann(matrix, distance, num_leaves, tree, ah, work, threads) -> dict[str, Any]:
-    """Partitions from a scann tree over all N; AH codebooks from scann on a training sample.
+    """Partitions and AH codebooks trained by scann on SAMPLES; every point then assigned and
+    encoded here in chunks, so the N x d matrix is streamed from disk, never held.
 
-    Why two scann runs: scann 1.4.2's serialize() of a tree + AH searcher peaks at about 31 KB per
-    point (3.1 GB at N = 100k: a 1M build would not fit), while tree + brute force and AH alone
-    serialize cheaply. The AH codebook is trained by scann (anisotropic loss included) on
-    ``training_sample_size`` points; every point is then encoded here to its nearest codeword per
-    block, the codes the recall sweep measures and the device searches.
+    Why not scann over all N: its tree and AH training sample anyway (``training_sample_size``,
+    100k by default), but its searcher holds the whole dataset, and serialize() of tree + AH peaks
+    at about 31 KB per point (3.1 GB at 100k). Streaming the assignment and encoding is what lets
+    10M items build in bounded memory (issue 26).
     """
     from beamlens.models import compat  # noqa: PLC0415
 
     pybind = compat.import_scann_pybind()
     artifacts: dict[str, Any] = {}
     if num_leaves > 1:
-        t = tree or Tree(num_leaves, 1)
-        kwargs = asdict(t)
-        kwargs["num_leaves"] = num_leaves
-        kwargs["num_leaves_to_search"] = max(1, kwargs["num_leaves_to_search"] or 1)
-        kwargs["min_partition_size"] = min(kwargs["min_partition_size"], max(1, matrix.shape[0] // num_leaves))
-        builder = pybind.builder(matrix, 10, distance).tree(**kwargs).score_brute_force()
-        folder = os.path.join(work, "tree")
-        os.makedirs(folder)
-        try:
-            searcher = pybind.create_searcher(matrix, _scann_config(builder), threads)
-        except RuntimeError as error:
-            raise BeamlensError(f"ScaNN partitioning failed: {error}") from error
-        searcher.serialize(folder)
-        del searcher
-        with open(os.path.join(folder, "serialized_partitioner.pb"), "rb") as stream:
-            artifacts["centroids"] = read_scann_partitioner_centroids(stream.read())
-        artifacts["assignment"] = np.load(os.path.join(folder, "datapoint_to_token.npy")).astype(np.int64).ravel()
-        shutil.rmtree(folder, ignore_errors=True)
-        if len(artifacts["centroids"]) != num_leaves:
-            _progress(f"scann made {len(artifacts['centroids'])} leaves (asked {num_leaves})")
+        artifacts["centroids"] = _train_tree(pybind, matrix, distance, num_leaves, tree or Tree(num_leaves, 1), work, threads)
+        _progress(f"assigning {matrix.shape[0]} points to {len(artifacts['centroids'])} leaves")
+        artifacts["assignment"] = assign_leaves(matrix, artifacts["centroids"])
     if ah is not None:
-        n = matrix.shape[0]
-        sample_size = min(n, max(AH_MIN_POINTS, int(ah.training_sample_size)))
-        rows = np.sort(np.random.default_rng(0).choice(n, sample_size, replace=False)) if sample_size < n else np.arange(n)
-        sample = np.ascontiguousarray(matrix[rows])
-        _progress(f"training AH codebooks on {sample_size} points")
+        sample = _training_sample(matrix, max(AH_MIN_POINTS, int(ah.training_sample_size)))
+        _progress(f"training AH codebooks on {len(sample)} points")
         builder = pybind.builder(sample, 10, distance).score_ah(
             ah.dimensions_per_block, anisotropic_quantization_threshold=ah.anisotropic_quantization_threshold,
-            training_sample_size=sample_size, hash_type="lut256", training_iterations=ah.training_iterations,
+            training_sample_size=len(sample), hash_type="lut256", training_iterations=ah.training_iterations,
         )
-        folder = os.path.join(work, "ah")
-        os.makedirs(folder)
-        try:
-            searcher = pybind.create_searcher(sample, _scann_config(builder), threads)
-        except RuntimeError as error:
-            raise BeamlensError(f"ScaNN asymmetric hashing training failed: {error}") from error
-        searcher.serialize(folder)
-        del searcher
-        with open(os.path.join(folder, "ah_codebook.pb"), "rb") as stream:
-            artifacts["codebooks"] = read_scann_codebooks(stream.read())
-        _progress(f"encoding {n} points")
+        artifacts["codebooks"] = read_scann_codebooks(_serialized(pybind, sample, builder, work, "ah", "ah_codebook.pb",
+                                                                  threads, "asymmetric hashing training"))
+        _progress(f"encoding {matrix.shape[0]} points")
         artifacts["codes"] = encode_ah(matrix, artifacts["codebooks"])
     return artifacts
+
+
+def _training_sample(matrix: np.ndarray, size: int) -> np.ndarray:
+    """A fixed random sample of rows (all rows when there are fewer), read into memory."""
+    n = matrix.shape[0]
+    if size >= n:
+        return np.ascontiguousarray(matrix[0:n], np.float32)
+    rows = np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+    return np.ascontiguousarray(matrix[rows], np.float32)
+
+
+def _serialized(pybind: Any, data: np.ndarray, builder: Any, work: str, name: str, file_name: str, threads: int,
+                what: str) -> bytes:
+    """Build a scann searcher on ``data``, serialize it, and return one of its files."""
+    folder = os.path.join(work, name)
+    os.makedirs(folder)
+    try:
+        searcher = pybind.create_searcher(data, _scann_config(builder), threads)
+    except RuntimeError as error:
+        raise BeamlensError(f"ScaNN {what} failed: {error}") from error
+    searcher.serialize(folder)
+    del searcher
+    with open(os.path.join(folder, file_name), "rb") as stream:
+        data_bytes = stream.read()
+    shutil.rmtree(folder, ignore_errors=True)
+    return data_bytes
+
+
+def _train_tree(pybind: Any, matrix: np.ndarray, distance: str, num_leaves: int, tree: Tree, work: str,
+                threads: int) -> np.ndarray:
+    """k-means leaf centroids trained by scann on ``tree.training_sample_size`` rows."""
+    sample = _training_sample(matrix, max(num_leaves, int(tree.training_sample_size)))
+    kwargs = asdict(tree)
+    kwargs["num_leaves"] = num_leaves
+    kwargs["num_leaves_to_search"] = max(1, kwargs["num_leaves_to_search"] or 1)
+    kwargs["training_sample_size"] = len(sample)
+    kwargs["min_partition_size"] = min(kwargs["min_partition_size"], max(1, len(sample) // num_leaves))
+    _progress(f"training {num_leaves} leaves on {len(sample)} points")
+    builder = pybind.builder(sample, 10, distance).tree(**kwargs).score_brute_force()
+    centroids = read_scann_partitioner_centroids(_serialized(pybind, sample, builder, work, "tree",
+                                                             "serialized_partitioner.pb", threads, "partitioning"))
+    if len(centroids) != num_leaves:
+        _progress(f"scann made {len(centroids)} leaves (asked {num_leaves})")
+    return centroids
+
+
+def assign_leaves(matrix: np.ndarray, centroids: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Each row's leaf: the nearest centroid in squared L2 (scann's database tokenization, which
+    partitions by squared L2 whatever the search distance), streamed in chunks. Checked against
+    scann's own datapoint_to_token on 60k clustered points: identical for dot_product,
+    squared_l2 and spherical trees (argmax of the dot product would differ on 1.3%). On a few
+    thousand points scann's tokens lag its final centroids by one k-means step; the nearest
+    centroid is what the index holds and the sweep measures, so the two agree by construction."""
+    centroids = np.asarray(centroids, np.float32)
+    norms = np.einsum("ij,ij->i", centroids, centroids)[None, :]
+    assignment = np.empty(matrix.shape[0], np.int64)
+    for start in range(0, matrix.shape[0], chunk):
+        rows = np.asarray(matrix[start : start + chunk], np.float32)
+        assignment[start : start + len(rows)] = np.argmin(norms - 2.0 * (rows @ centroids.T), axis=1)
+    return assignment
 
 
 def encode_ah(matrix: np.ndarray, codebooks: list[np.ndarray], chunk: int = 16384) -> np.ndarray:
