@@ -209,6 +209,12 @@ def test_size_budget_and_target_recall_decide_the_scoring(tmp_path):
                 "--max-index-mb", half)["build"]
     assert over["score"] == "ah" and over["vector_bytes"] < vectors.nbytes / 2  # float would not fit
     assert f"not float brute force: 0.4 MB is over the {float(half):.3g} MB budget" in over["reasons"]
+
+    squeezed = _run(tmp_path / "shards", tmp_path / "squeezed", "--format", "scann_index_file", "--target-recall", "0.99",
+                    "--max-index-mb", "0.05")["build"]
+    assert squeezed["score"] == "ah" and squeezed["dimensions_per_block"] == 2  # 3000 x 32 bytes at 1 dim/block: 0.096 MB
+    assert any(w.startswith("the 0.05 MB budget forced 2 dimensions per AH block; 1 dimension per block (0.1 MB of codes: "
+                            "--max-index-mb 1)") for w in squeezed["warnings"]), squeezed["warnings"]
     warning = " ".join(over["warnings"])
     assert f"no scoring reaches recall@10 0.99 within {float(half):.3g} MB" in warning
     assert "(float brute force would reach it: allow 0.384 MB with max_index_mb)" in warning
