@@ -20,7 +20,9 @@ What happens (Model Maker's create_from_data + scann_converter, reimplemented):
    then assigned to its leaf and encoded here, streamed in row ranges from the ``.npy``
    (models/io/npy_rows.py: the N x d floats are never held or mapped: 10M x 128 is 5 GB);
 3. the artifacts become a ``ScannOnDeviceConfig`` (leaf centroids, codebooks, search_fraction)
-   and tflite-support's ``index_builder`` writes the LevelDB table, atomically.
+   and :mod:`models.searcher.index_file` streams the LevelDB table to disk, atomically (the
+   layout tflite-support's ``index_builder`` writes, byte for byte when uncompressed, without
+   holding the table, the codes twice or the metadata in memory).
 Tiny data: fewer than 256 points cannot train LUT256 AH (float brute force instead); small N
 gets one leaf with search_fraction 1.0 (the Python index builder always needs a partitioner).
 """
@@ -38,7 +40,7 @@ from typing import Any, Optional
 import numpy as np
 
 from beamlens.models.progress import progress_printer
-from beamlens.models.io.files import write_bytes_atomically
+from beamlens.models.io.files import atomic_output
 from beamlens.models.io.npy_rows import NpyRows
 from beamlens.models.errors import BeamlensError
 from beamlens.models.knn import exact_knn
@@ -53,6 +55,7 @@ from beamlens.models.searcher.options import (
     Tree,
     options_to_dict,
 )
+from beamlens.models.searcher.index_file import MetadataLines, write_index
 from beamlens.models.searcher.tuning_queries import TuningQueries
 from beamlens.models.searcher.wire import (
     encode_ondevice_config,
@@ -66,17 +69,6 @@ _SCANN_DISTANCE = {"dot_product": "DotProductDistance", "squared_l2": "SquaredL2
 
 
 _progress = progress_printer("[build-searcher]")
-
-
-def read_metadata_lines(path: str) -> list[bytes]:
-    with open(path, "rb") as stream:
-        data = stream.read()
-    if not data:
-        return []
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    return lines
 
 
 def build_index(
@@ -110,7 +102,7 @@ class _Inputs:
     """The vectors and metadata to index, checked once."""
 
     vectors: NpyRows  # N x d float32 on disk, read in row ranges (never mapped or held whole)
-    metadata: list[bytes]
+    metadata: MetadataLines  # line offsets; the lines stay on disk
 
     @property
     def n(self) -> int:
@@ -149,9 +141,9 @@ def _load_inputs(npy_path: str, metadata_path: str, userinfo: str) -> _Inputs:
     vectors = NpyRows(npy_path)
     if vectors.dtype != np.float32:
         raise BeamlensError(f"{npy_path}: expected an N x d float32 matrix, got {vectors.dtype} {vectors.shape}")
-    metadata = read_metadata_lines(metadata_path)
-    if len(metadata) != vectors.shape[0]:
-        raise BeamlensError(f"{metadata_path} has {len(metadata)} items but {npy_path} has {vectors.shape[0]} vectors")
+    metadata = MetadataLines(metadata_path)
+    if metadata.count != vectors.shape[0]:
+        raise BeamlensError(f"{metadata_path} has {metadata.count} items but {npy_path} has {vectors.shape[0]} vectors")
     if vectors.shape[0] == 0:
         raise BeamlensError("no vectors to index")
     return _Inputs(vectors, metadata)
@@ -277,7 +269,7 @@ def _build_index_here(
     report = BuildReport(
         num_items=inputs.n, dimension=inputs.dim, distance_measure=distance, num_leaves=1, num_leaves_to_search=1,
         search_fraction=1.0, score="brute_force", target_recall=auto.target_recall,
-        metadata_bytes=sum(len(m) for m in inputs.metadata), options=options_to_dict(options) or {},
+        metadata_bytes=inputs.metadata.total_bytes, options=options_to_dict(options) or {},
     )
     plan = _choose_plan(options, auto, inputs, report.reasons)
     work = tempfile.mkdtemp(prefix="beamlens-scann-")
@@ -295,14 +287,13 @@ def _build_index_here(
         _record_choice(report, plan, options.tree, score, lookup, leaves, recall)
         report.warnings.extend(_what_would_reach(plan, inputs, auto, recall))
         _progress(f"writing the on-device index ({score}, {leaves}/{plan.num_leaves} leaves searched)")
-        index_bytes = _serialize_index(
-            matrix[0 : inputs.n] if score == "brute_force" else None, artifacts.get("codes") if score == "ah" else None,
-            artifacts.get("codebooks") if score == "ah" else None, lookup, centroids, assignment,
-            report.search_fraction, distance, inputs.dim, inputs.metadata, userinfo, compression,
-        )
-        report.vector_bytes = 4 * inputs.n * inputs.dim if score == "brute_force" else int(artifacts["codes"].size)
-        report.index_bytes = len(index_bytes)
-        write_bytes_atomically(out_path, index_bytes)
+        config = encode_ondevice_config(distance, centroids, report.search_fraction,
+                                        artifacts["codebooks"] if score == "ah" else None, lookup or "int8")
+        database = artifacts["codes"] if score == "ah" else matrix[0 : inputs.n]  # float: within the budget
+        with atomic_output(out_path, "wb") as stream:
+            report.index_bytes = write_index(stream, config, database, assignment, len(centroids), inputs.metadata,
+                                             userinfo, compression)
+        report.vector_bytes = int(database.nbytes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.build_seconds = time.perf_counter() - started
@@ -521,25 +512,3 @@ def encode_ah(matrix: np.ndarray, codebooks: list[np.ndarray], chunk: int = 1638
                 cost = np.einsum("ij,ij->i", book, book)[None, :] - 2.0 * (part @ book.T)
                 codes[start : start + len(rows), i] = np.argmin(cost, axis=1)
     return codes
-
-
-def _serialize_index(float_db, codes, codebooks, lookup, centroids, assignment, search_fraction, distance, dim,
-                     metadata, userinfo, compression) -> bytes:
-    from tensorflow_lite_support.scann_ondevice.cc.python import index_builder  # noqa: PLC0415
-
-    config = encode_ondevice_config(distance, centroids, search_fraction, codebooks if codes is not None else None,
-                                    lookup or "int8")
-    kwargs: dict[str, Any] = {}
-    if codes is not None:
-        embedding_dim = codes.shape[1]
-        kwargs["hashed_database"] = np.ascontiguousarray(codes).ravel()
-    else:
-        embedding_dim = dim
-        kwargs["float_database"] = np.ascontiguousarray(float_db, np.float32).ravel()
-    try:
-        return index_builder.create_serialized_index_file(
-            embedding_dim, config, userinfo, np.asarray(assignment, np.uint32), metadata,
-            compression=compression, **kwargs,
-        )
-    except Exception as error:  # pybind11_abseil StatusNotOk
-        raise BeamlensError(f"the on-device index builder refused the index: {error}") from error
