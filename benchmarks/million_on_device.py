@@ -21,10 +21,8 @@ and anisotropic AH codes, 1 dim/block, no re-scoring, like the device).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path too, not only with -m
 
 from benchmarks import hard_vectors  # noqa: E402
+from benchmarks.child_build import build  # noqa: E402
 from benchmarks.searcher_benchmark import _pct, _recall  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,37 +65,6 @@ def split_captions(captions: list[str], seed: int = 7) -> tuple[list[str], list[
     return tuning, measured
 
 
-def build_in_child(npy: Path, meta: Path, out: Path, tuning_npy: Path) -> dict:
-    """The builder's automatic choice, tuned on the text queries, in a process of its own."""
-    import subprocess  # noqa: PLC0415
-
-    spec = json.dumps({"npy": str(npy), "meta": str(meta), "out": str(out), "tuning": str(tuning_npy)})
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.million_on_device", "--build-child", spec],
-                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    sys.stderr.write(proc.stderr[-4000:])
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _build_child(spec: dict) -> None:
-    import resource  # noqa: PLC0415
-
-    from beamlens.models import compat  # noqa: PLC0415
-
-    compat.prepare_tflite_process()
-    from beamlens.models.searcher.scann_build import build_index  # noqa: PLC0415
-    from beamlens.models.searcher.tuning_queries import TuningQueries  # noqa: PLC0415
-
-    count = int(np.load(spec["tuning"], mmap_mode="r").shape[0])
-    tuning = TuningQueries(spec["tuning"], count, f"text queries: {count} Flickr8k dev captions")
-    started = time.perf_counter()
-    _, report = build_index(spec["npy"], spec["meta"], None, spec["out"], userinfo="benchmark", tuning=tuning)
-    print(json.dumps({"seconds": time.perf_counter() - started,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "report": report.to_dict()}))
-
-
 def one_size(size: int, generator: hard_vectors.Generator, embedder: str, tuning: np.ndarray, queries: np.ndarray,
              captions: list[str], work: Path) -> str:
     """Build, search on the device and on scann at one size: one markdown table row."""
@@ -112,7 +80,8 @@ def one_size(size: int, generator: hard_vectors.Generator, embedder: str, tuning
     meta.write_text("".join(f'{{"id":"{i}","uri":"","captions":[]}}\n' for i in range(size)))
     np.save(tuning_npy, tuning)
     emit(f"[million] {size:,} items: building (child process)")
-    built = build_in_child(npy, meta, index, tuning_npy)
+    built = build({"npy": str(npy), "meta": str(meta), "out": str(index), "tuning": str(tuning_npy),
+                   "tuning_description": f"text queries: {len(tuning)} Flickr8k dev captions"}, show_progress=True)
     report = built["report"]
     searcher = attach_index(embedder, str(index), str(work / f"{size}-searcher.tflite"))
     exact = exact_knn(queries, vectors, 10)[0]
@@ -141,11 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a model folder (vision_encoder.keras + text_embedder.tflite), e.g. a demo's caption-free")
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "million-on-device")
-    parser.add_argument("--build-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.build_child:
-        _build_child(json.loads(args.build_child))
-        return 0
     embedder = args.model_dir / "text_embedder.tflite"
     if not embedder.is_file() or not (args.model_dir / "vision_encoder.keras").is_file():
         parser.error(f"--model-dir {args.model_dir}: needs vision_encoder.keras and text_embedder.tflite "

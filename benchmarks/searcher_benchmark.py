@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
+
+from benchmarks.child_build import build
 
 DIM = 128
 VALUE_TOKENS = 65536
@@ -153,37 +154,6 @@ def scann_side_by_side(npy: str, queries: np.ndarray, num_leaves: int, leaves: l
 
 
 # ---------------------------------------------------------------------------------------------
-# Builds in their own process (for peak memory)
-# ---------------------------------------------------------------------------------------------
-def _build_child(spec: dict) -> None:
-    from beamlens.models import compat  # noqa: PLC0415
-
-    compat.prepare_tflite_process()
-    from beamlens.models.searcher import options as o  # noqa: PLC0415
-    from beamlens.models.searcher.scann_build import build_index  # noqa: PLC0415
-
-    opts = None
-    if spec.get("score") == "ah":
-        opts = o.ScaNNOptions("dot_product", o.Tree(spec["num_leaves"], spec["leaves"]),
-                              score_ah=o.ScoreAH(1, 0.2, lookup_type=spec.get("lookup", "int8")))
-    elif spec.get("score") == "brute_force":
-        opts = o.ScaNNOptions("dot_product", o.Tree(spec["num_leaves"], spec["leaves"]), score_brute_force=o.ScoreBruteForce())
-    start = time.perf_counter()
-    _, report = build_index(spec["npy"], spec["meta"], opts, spec["out"], userinfo="benchmark")
-    seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "report": report.to_dict()}))
-
-
-def build(spec: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.searcher_benchmark", "--build-child", json.dumps(spec)],
-                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-# ---------------------------------------------------------------------------------------------
 def _recall(got: list[list[int]], exact: np.ndarray) -> float:
     return float(np.mean([len(set(g) & set(e.tolist())) / exact.shape[1] for g, e in zip(got, exact)]))
 
@@ -198,12 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query-sizes", default="123000", help="sizes with Task Library query runs")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--build-child", help=argparse.SUPPRESS)
     parser.add_argument("--convert-embedder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.build_child:
-        _build_child(json.loads(args.build_child))
-        return 0
     if args.convert_embedder:
         convert_embedder(args.convert_embedder)
         return 0

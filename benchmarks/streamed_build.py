@@ -15,9 +15,6 @@ metadata (what the index file holds), not with N x d floats.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run by path too, not only with -m
+
+from benchmarks.child_build import build  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 128
@@ -52,40 +51,11 @@ def write_metadata(path: Path, count: int) -> None:
                                  for i in range(start, min(count, start + CHUNK))))
 
 
-def _build_child(spec: dict) -> None:
-    import resource  # noqa: PLC0415
-
-    from beamlens.models import compat  # noqa: PLC0415
-
-    compat.prepare_tflite_process()
-    from beamlens.models.searcher.scann_build import build_index  # noqa: PLC0415
-
-    started = time.perf_counter()
-    _, report = build_index(spec["npy"], spec["meta"], None, spec["out"], userinfo="benchmark")
-    print(json.dumps({"seconds": time.perf_counter() - started,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "report": report.to_dict()}))
-
-
-def build(npy: Path, meta: Path, out: Path) -> dict:
-    spec = json.dumps({"npy": str(npy), "meta": str(meta), "out": str(out)})
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.streamed_build", "--build-child", spec],
-                          capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    sys.stderr.write("\n".join(line for line in proc.stderr.splitlines() if line.startswith("[build-searcher]")) + "\n")
-    if proc.returncode:
-        raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000000,10000000")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "streamed-build")
-    parser.add_argument("--build-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.build_child:
-        _build_child(json.loads(args.build_child))
-        return 0
     args.workdir.mkdir(parents=True, exist_ok=True)
     print("| items | vectors on disk | leaves (searched) | scoring | promised recall@10 | index MB | build time | "
           "build peak RSS |\n|---|---|---|---|---|---|---|---|", flush=True)
@@ -93,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         npy, meta, out = (args.workdir / f"{size}{suffix}" for suffix in (".npy", ".jsonl", ".ldb"))
         write_vectors(npy, size)
         write_metadata(meta, size)
-        built = build(npy, meta, out)
+        built = build({"npy": str(npy), "meta": str(meta), "out": str(out)}, show_progress=True)
         r = built["report"]
         score = f"AH {r['dimensions_per_block']} dim/block {r['lookup_type']}" if r["score"] == "ah" else r["score"]
         print(f"| {size:,} | {npy.stat().st_size / 1e9:.2f} GB | {r['num_leaves']} ({r['num_leaves_to_search']}) | "
