@@ -68,7 +68,7 @@ def _normalization(data: bytes) -> tuple[tuple[float, ...], tuple[float, ...]] |
 
 def read_input_spec(path: str) -> ImageInputSpec:
     """The input size, type and normalization of an image embedder ``.tflite`` (no TF needed)."""
-    from beamlens.models.searcher import model_file  # noqa: PLC0415
+    from beamlens.models.io import model_file  # noqa: PLC0415
 
     try:
         with open(path, "rb") as stream:

@@ -19,7 +19,7 @@ import zipfile
 
 from beamlens.models.io.files import write_bytes_atomically
 from beamlens.models.errors import BeamlensError
-from beamlens.models.searcher import model_file
+from beamlens.models.io import model_file
 
 INDEX_NAME = "on_device_scann_index.ldb"
 INDEX_DESCRIPTION = "On-device Scann Index file with LevelDB format."

@@ -27,7 +27,7 @@ from typing import Any, Optional, Sequence
 
 from beamlens.models.progress import progress_printer
 from beamlens.models.errors import BeamlensError
-from beamlens.models.searcher import model_file
+from beamlens.models.io import model_file
 from beamlens.models.searcher.options import DOT_PRODUCT, AutoOptions, ScaNNOptions, options_to_dict
 from beamlens.models.searcher.tuning_queries import TUNE_ON, TuningQueries, choose_texts, text_tuning_queries
 from beamlens.models.shards.reader import read_shards

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from beamlens.models.errors import BeamlensError
-from beamlens.models.searcher import model_file
+from beamlens.models.io import model_file
 from beamlens.models.searcher.sstable import Table, TableError, replace_value
 from beamlens.models.searcher.wire import (
     decode_index_config,
