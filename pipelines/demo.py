@@ -72,8 +72,9 @@ def run_steps(steps: Sequence[Step]) -> None:
     print(f"\ndemo finished in {time.perf_counter() - started:.1f} s", flush=True)
 
 
-def print_summary(figures: dict) -> None:
-    """The few numbers a user decides on: quality through the real searcher, exact, and speed."""
+def print_summary(figures: dict, build: dict | None = None) -> None:
+    """The few numbers a user decides on: quality through the real searcher, exact, and speed;
+    with the searcher build report, the recall the builder promised beside the one measured."""
     accuracy = figures.get("top_k_accuracy", {})
     print(f"\nheld-out text->image top-k accuracy over {figures.get('num_items')} images "
           f"({figures.get('num_queries')} caption queries; chance@10 = "
@@ -84,6 +85,10 @@ def print_summary(figures: dict) -> None:
     recall = figures.get("ann_recall", {})
     latency = figures.get("latency_ms_by_k", {}).get("10", figures.get("latency_ms", {}))
     sizes = figures.get("size_bytes", {})
+    promised = (build or {}).get("estimated_recall_at_10")
+    if promised is not None:
+        print(f"  recall@10 the builder promised: {float(promised):.3f} (on {build.get('recall_query_kind') or 'image'} "
+              "queries); measured here on the held-out captions:")
     print(f"  ANN recall@10 vs exact: {float(recall.get('10', float('nan'))):.3f}; "
           f"TextSearcher p50 {float(latency.get('p50', float('nan'))):.2f} ms, "
           f"p99 {float(latency.get('p99', float('nan'))):.2f} ms at k=10; "
@@ -142,8 +147,10 @@ def main(argv: list[str]) -> int:
     run_steps(steps)
     report = workdir / "report" / "report.html"
     summary = workdir / "report" / "report.json"
+    build_report = workdir / "searchers" / "searcher_report.json"
     if summary.exists():
-        print_summary(json.loads(summary.read_text()))
+        print_summary(json.loads(summary.read_text()),
+                      json.loads(build_report.read_text()).get("build") if build_report.exists() else None)
     if real is not None:
         print_real_photo_ranks(workdir)
     print(f"\nHTML report: {report}")

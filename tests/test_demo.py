@@ -45,6 +45,15 @@ def test_summary_prints_searcher_and_exact_accuracy(capsys) -> None:
     assert "chance@10 = 0.050" in printed
     assert "searcher @1: 0.500  @10: 0.900" in printed and "exact    @1: 0.520  @10: 0.920" in printed
     assert "ANN recall@10 vs exact: 0.990" in printed and "searcher file 2.00 MB" in printed
+    assert "promised" not in printed  # no build report given
+
+
+def test_summary_puts_the_builders_promise_beside_the_measured_recall(capsys) -> None:
+    demo.print_summary({"num_items": 200, "num_queries": 50, "ann_recall": {"10": 0.955}},
+                       {"estimated_recall_at_10": 0.9553, "recall_query_kind": "text"})
+    printed = capsys.readouterr().out
+    assert "recall@10 the builder promised: 0.955 (on text queries); measured here on the held-out captions:\n" \
+           "  ANN recall@10 vs exact: 0.955;" in printed
 
 
 def test_auto_backbones_are_the_pretrained_ones_when_their_wheels_are_installed(monkeypatch) -> None:
