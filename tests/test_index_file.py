@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -26,9 +27,12 @@ def test_metadata_lines_by_number(tmp_path):
     (tmp_path / "b").write_bytes(b"x\ny")  # no final newline
     (tmp_path / "c").write_bytes(b"")
     a, b, c = (MetadataLines(str(tmp_path / n)) for n in "abc")
-    fd = __import__("os").open(tmp_path / "a", 0)
-    assert (a.count, a.total_bytes) == (3, 10 + 0 + 11)
-    assert [a.line(fd, i) for i in range(3)] == [b'{"id":"1"}', b"", b'{"id":"\xc3\xa9"}']
+    fd = os.open(tmp_path / "a", os.O_RDONLY)
+    try:
+        assert (a.count, a.total_bytes) == (3, 10 + 0 + 11)
+        assert [a.line(fd, i) for i in range(3)] == [b'{"id":"1"}', b"", b'{"id":"\xc3\xa9"}']
+    finally:
+        os.close(fd)
     assert (b.count, b.total_bytes, c.count, c.total_bytes) == (2, 2, 0, 0)
 
 

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from beamlens.models.knn import exact_knn
+from beamlens.models.searcher.index_file import group_by_leaf
 from beamlens.models.searcher.options import DOT_PRODUCT
 
 K = 10
@@ -143,9 +144,8 @@ class LeafCodes:
 
     @classmethod
     def group(cls, codes: np.ndarray, assignment: np.ndarray, num_leaves: int) -> "LeafCodes":
-        rows = np.argsort(assignment, kind="stable")
-        sizes = np.bincount(assignment, minlength=num_leaves)
-        return cls(rows, np.concatenate([[0], np.cumsum(sizes)]), np.ascontiguousarray(codes[rows].T))
+        rows, starts = group_by_leaf(assignment, num_leaves)
+        return cls(rows, starts, np.ascontiguousarray(codes[rows].T))
 
     def candidates(self, leaves: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(item rows, their codes [blocks, M], cumulative candidate count after each leaf)."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from beamlens.models.errors import BeamlensError
 from beamlens.models.searcher.table_writer import TableWriter
-from beamlens.models.searcher.wire import encode_varint
+from beamlens.models.searcher.wire import encode_index_config
 
 FLOAT, UINT8 = 1, 2  # IndexConfig.Type
 _READ_CHUNK = 1 << 24
@@ -68,11 +68,11 @@ def lexicographic(count: int) -> Iterator[int]:
                 current //= 10
 
 
-def index_config(config: bytes, embedding_type: int, embedding_dim: int, offsets: np.ndarray) -> bytes:
-    """IndexConfig: 1 scann_config, 2 embedding_type, 3 embedding_dim, 4 global_partition_offsets (packed)."""
-    packed = b"".join(encode_varint(int(v)) for v in offsets)
-    return (b"\x0a" + encode_varint(len(config)) + config + b"\x10" + encode_varint(embedding_type)
-            + b"\x18" + encode_varint(embedding_dim) + b"\x22" + encode_varint(len(packed)) + packed)
+def group_by_leaf(assignment: np.ndarray, num_leaves: int) -> tuple[np.ndarray, np.ndarray]:
+    """(item rows ordered leaf by leaf, dataset order kept inside a leaf; starts[l]: leaf l's
+    first position, starts[-1] = N): the device's renumbering of items, its E_/M_ layout."""
+    rows = np.argsort(assignment, kind="stable")
+    return rows, np.concatenate([[0], np.cumsum(np.bincount(assignment, minlength=num_leaves))])
 
 
 def write_index(stream: BinaryIO, config: bytes, database: np.ndarray, assignment: np.ndarray, num_leaves: int,
@@ -84,15 +84,13 @@ def write_index(stream: BinaryIO, config: bytes, database: np.ndarray, assignmen
     if n and (assignment.min() < 0 or assignment.max() >= num_leaves):
         raise BeamlensError(f"leaf assignment outside 0..{num_leaves - 1}")
     embedding_type = UINT8 if database.dtype == np.uint8 else FLOAT
-    rows_by_leaf = np.argsort(assignment, kind="stable")
-    sizes = np.bincount(assignment, minlength=num_leaves)
-    starts = np.concatenate([[0], np.cumsum(sizes)])
+    rows_by_leaf, starts = group_by_leaf(assignment, num_leaves)
     writer = TableWriter(stream, compression)
     for leaf in sorted(range(num_leaves), key=str):
         members = rows_by_leaf[starts[leaf] : starts[leaf + 1]]
         writer.add(b"E_%d" % leaf, np.ascontiguousarray(database[members]).tobytes())
     width = database.shape[1]
-    writer.add(b"INDEX_CONFIG", index_config(config, embedding_type, width, starts[:-1]))
+    writer.add(b"INDEX_CONFIG", encode_index_config(config, embedding_type, width, starts[:-1]))
     fd = os.open(metadata.path, os.O_RDONLY)
     try:
         for item in lexicographic(n):

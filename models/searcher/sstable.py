@@ -113,28 +113,63 @@ def block_entries(block: bytes) -> list[tuple[bytes, bytes]]:
     return entries
 
 
-def encode_block(entries: list[tuple[bytes, bytes]], restart_interval: int = 16) -> bytes:
-    out = bytearray()
-    restarts: list[int] = []
-    previous = b""
-    for i, (key, value) in enumerate(entries):
-        if i % restart_interval == 0:
-            restarts.append(len(out))
-            shared = 0
-        else:
-            shared = 0
-            limit = min(len(previous), len(key))
-            while shared < limit and previous[shared] == key[shared]:
+class BlockBuilder:
+    """One block as leveldb's BlockBuilder writes it: prefix-compressed entries, a restart point
+    every ``restart_interval`` entries, then the restart offsets and their count."""
+
+    def __init__(self, restart_interval: int = 16) -> None:
+        self.restart_interval = restart_interval
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffer = bytearray()
+        self.restarts = [0]
+        self.counter = 0
+        self.last_key = b""
+
+    @property
+    def empty(self) -> bool:
+        return not self.buffer
+
+    def size_estimate(self) -> int:
+        return len(self.buffer) + 4 * len(self.restarts) + 4
+
+    def add(self, key: bytes, value: bytes) -> None:
+        shared = 0
+        if self.counter < self.restart_interval:
+            limit = min(len(self.last_key), len(key))
+            while shared < limit and self.last_key[shared] == key[shared]:
                 shared += 1
-        out += encode_varint(shared) + encode_varint(len(key) - shared) + encode_varint(len(value))
-        out += key[shared:] + value
-        previous = key
-    if not restarts:
-        restarts = [0]
-    for r in restarts:
-        out += struct.pack("<I", r)
-    out += struct.pack("<I", len(restarts))
-    return bytes(out)
+        else:
+            self.restarts.append(len(self.buffer))
+            self.counter = 0
+        self.buffer += encode_varint(shared) + encode_varint(len(key) - shared) + encode_varint(len(value))
+        self.buffer += key[shared:]
+        self.buffer += value
+        self.last_key = key
+        self.counter += 1
+
+    def finish(self) -> bytes:
+        tail = b"".join(struct.pack("<I", r) for r in self.restarts) + struct.pack("<I", len(self.restarts))
+        return bytes(self.buffer) + tail
+
+
+def encode_block(entries: list[tuple[bytes, bytes]], restart_interval: int = 16) -> bytes:
+    block = BlockBuilder(restart_interval)
+    for key, value in entries:
+        block.add(key, value)
+    return block.finish()
+
+
+def block_trailer(contents: bytes, kind: int) -> bytes:
+    """The 5 bytes after a block: its compression type and the masked CRC32C of contents + type."""
+    return bytes([kind]) + struct.pack("<I", masked_crc32c(contents + bytes([kind])))
+
+
+def footer(metaindex: "BlockHandle", index: "BlockHandle") -> bytes:
+    """The 48-byte table footer: the two handles padded to 40 bytes, then the magic number."""
+    handles = metaindex.encode() + index.encode()
+    return handles + b"\x00" * (FOOTER_SIZE - 8 - len(handles)) + struct.pack("<Q", TABLE_MAGIC)
 
 
 class Table:
@@ -212,7 +247,7 @@ def replace_value(data: bytes, key: bytes, value: bytes) -> bytes:
         raise KeyError(key)
     entries = [(k, value if k == key else v) for k, v in entries]
     new_block = encode_block(entries)
-    new_block_full = new_block + bytes([NO_COMPRESSION]) + struct.pack("<I", masked_crc32c(new_block + bytes([NO_COMPRESSION])))
+    new_block_full = new_block + block_trailer(new_block, NO_COMPRESSION)
     old_full_size = target_handle.size + TRAILER_SIZE
     delta = len(new_block_full) - old_full_size
 
@@ -236,9 +271,6 @@ def replace_value(data: bytes, key: bytes, value: bytes) -> bytes:
     out += data[m.offset : m.offset + m.size + TRAILER_SIZE]
     index_block = encode_block([(k, shift(h).encode()) for k, h in table.index], restart_interval=1)
     index_handle = BlockHandle(len(out), len(index_block))
-    out += index_block + bytes([NO_COMPRESSION])
-    out += struct.pack("<I", masked_crc32c(index_block + bytes([NO_COMPRESSION])))
-    footer = meta_handle.encode() + index_handle.encode()
-    footer += b"\x00" * (40 - len(footer)) + struct.pack("<Q", TABLE_MAGIC)
-    out += footer
+    out += index_block + block_trailer(index_block, NO_COMPRESSION)
+    out += footer(meta_handle, index_handle)
     return bytes(out)

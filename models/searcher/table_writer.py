@@ -15,60 +15,19 @@ Snappy stream decodes the same, so compressed tables are checked by the Task Lib
 
 from __future__ import annotations
 
-import struct
 from typing import BinaryIO
 
-from beamlens.models.io.tfrecord import masked_crc32c
-from beamlens.models.searcher.sstable import NO_COMPRESSION, SNAPPY_COMPRESSION, TABLE_MAGIC
-from beamlens.models.searcher.wire import encode_varint
+from beamlens.models.searcher.sstable import (
+    NO_COMPRESSION,
+    SNAPPY_COMPRESSION,
+    BlockBuilder,
+    BlockHandle,
+    block_trailer,
+    footer,
+)
 
 BLOCK_SIZE = 4096
 RESTART_INTERVAL = 16
-MAX_HANDLE_LENGTH = 20  # two varint64s
-
-
-class _BlockBuilder:
-    """One block: prefix-compressed entries, a restart point every ``restart_interval`` entries."""
-
-    def __init__(self, restart_interval: int) -> None:
-        self.restart_interval = restart_interval
-        self.reset()
-
-    def reset(self) -> None:
-        self.buffer = bytearray()
-        self.restarts = [0]
-        self.counter = 0
-        self.last_key = b""
-
-    @property
-    def empty(self) -> bool:
-        return not self.buffer
-
-    def size_estimate(self) -> int:
-        return len(self.buffer) + 4 * len(self.restarts) + 4
-
-    def add(self, key: bytes, value: bytes) -> None:
-        shared = 0
-        if self.counter < self.restart_interval:
-            limit = min(len(self.last_key), len(key))
-            while shared < limit and self.last_key[shared] == key[shared]:
-                shared += 1
-        else:
-            self.restarts.append(len(self.buffer))
-            self.counter = 0
-        self.buffer += encode_varint(shared) + encode_varint(len(key) - shared) + encode_varint(len(value))
-        self.buffer += key[shared:]
-        self.buffer += value
-        self.last_key = key
-        self.counter += 1
-
-    def finish(self) -> bytes:
-        tail = b"".join(struct.pack("<I", r) for r in self.restarts) + struct.pack("<I", len(self.restarts))
-        return bytes(self.buffer) + tail
-
-
-def _handle(offset: int, size: int) -> bytes:
-    return encode_varint(offset) + encode_varint(size)
 
 
 def _shortest_separator(start: bytes, limit: bytes) -> bytes:
@@ -104,17 +63,17 @@ class TableWriter:
         self.stream = stream
         self.compression = compression
         self.offset = 0
-        self.data = _BlockBuilder(RESTART_INTERVAL)
-        self.index = _BlockBuilder(1)
+        self.data = BlockBuilder(RESTART_INTERVAL)
+        self.index = BlockBuilder(1)
         self.last_key = b""
-        self.pending_handle: bytes | None = None
+        self.pending_handle: BlockHandle | None = None
         self.entries = 0
 
     def add(self, key: bytes, value: bytes) -> None:
         if self.entries and key <= self.last_key:
             raise ValueError(f"table keys must increase: {key!r} after {self.last_key!r}")
         if self.pending_handle is not None:
-            self.index.add(_shortest_separator(self.last_key, key), self.pending_handle)
+            self.index.add(_shortest_separator(self.last_key, key), self.pending_handle.encode())
             self.pending_handle = None
         self.last_key = key
         self.entries += 1
@@ -127,7 +86,7 @@ class TableWriter:
             return
         self.pending_handle = self._write_block(self.data)
 
-    def _write_block(self, block: _BlockBuilder) -> bytes:
+    def _write_block(self, block: BlockBuilder) -> BlockHandle:
         raw = block.finish()
         block.reset()
         contents, kind = raw, NO_COMPRESSION
@@ -135,8 +94,8 @@ class TableWriter:
             packed = _snappy(raw)
             if len(packed) < len(raw) - len(raw) // 8:
                 contents, kind = packed, SNAPPY_COMPRESSION
-        handle = _handle(self.offset, len(contents))
-        trailer = bytes([kind]) + struct.pack("<I", masked_crc32c(contents + bytes([kind])))
+        handle = BlockHandle(self.offset, len(contents))
+        trailer = block_trailer(contents, kind)
         self.stream.write(contents)
         self.stream.write(trailer)
         self.offset += len(contents) + len(trailer)
@@ -145,13 +104,12 @@ class TableWriter:
     def finish(self) -> int:
         """Write the last block, the (empty) meta-index, the index and the footer; return the size."""
         self._flush()
-        metaindex = self._write_block(_BlockBuilder(RESTART_INTERVAL))
+        metaindex = self._write_block(BlockBuilder(RESTART_INTERVAL))
         if self.pending_handle is not None:
-            self.index.add(_short_successor(self.last_key), self.pending_handle)
+            self.index.add(_short_successor(self.last_key), self.pending_handle.encode())
             self.pending_handle = None
         index = self._write_block(self.index)
-        footer = (metaindex + index).ljust(2 * MAX_HANDLE_LENGTH, b"\x00")
-        footer += struct.pack("<II", TABLE_MAGIC & 0xFFFFFFFF, TABLE_MAGIC >> 32)
-        self.stream.write(footer)
-        self.offset += len(footer)
+        tail = footer(metaindex, index)
+        self.stream.write(tail)
+        self.offset += len(tail)
         return self.offset

@@ -129,6 +129,13 @@ def _float_of(bits: int | None, default: float) -> float:
     return default if bits is None else float(np.array([bits], "<u4").view("<f4")[0])
 
 
+def encode_index_config(scann_config: bytes, embedding_type: int, embedding_dim: int, offsets: Any) -> bytes:
+    """IndexConfig bytes (what :func:`decode_index_config` reads): the ScannOnDeviceConfig, the
+    embedding type (1 FLOAT, 2 UINT8) and width, and each partition's first global id, packed."""
+    packed = b"".join(encode_varint(int(v)) for v in offsets)
+    return encode_fields([(1, 2, scann_config), (2, 0, embedding_type), (3, 0, embedding_dim), (4, 2, packed)])
+
+
 def decode_index_config(data: bytes, with_arrays: bool = False) -> dict[str, Any]:
     """IndexConfig bytes -> plain dict (centroids/codebooks only with ``with_arrays``)."""
     top = parse_fields(data)
