@@ -110,7 +110,8 @@ def bare_predict(model_path: Path, paths: list[Path], image_size: int, batch_siz
     return decode_rate, predict_rate, (cpu_seconds() - cpu) / len(paths)
 
 
-def pipeline_seconds(model_path: Path, folder: Path, out: Path, batch_size: int, workers: int) -> tuple[float, float]:
+def pipeline_seconds(model_path: Path, folder: Path, out: Path, batch_size: int, workers: int,
+                     engine: str = "auto") -> tuple[float, float]:
     """(wall seconds, CPU seconds incl. worker processes) of one ``beamlens embed`` run."""
     from beamlens.pipelines import embed_images  # noqa: PLC0415
 
@@ -118,7 +119,7 @@ def pipeline_seconds(model_path: Path, folder: Path, out: Path, batch_size: int,
     embed_images.run(
         ["--input-glob", str(folder / "*"), "--model", str(model_path), "--output", str(out),
          "--num-shards", "4", "--max-batch-size", str(batch_size), "--runner", "DirectRunner",
-         "--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers)],
+         "--direct_running_mode", "multi_processing", "--direct_num_workers", str(workers), "--engine", engine],
         save_main_session=False,
     )
     return time.perf_counter() - started, cpu_seconds() - cpu
@@ -185,6 +186,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=1200, help="images in the large run (the small run uses a quarter)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--engine", choices=("auto", "keras", "tflite"), default="auto",
+                        help="embed's --engine (auto: a model folder's image_embedder.tflite twin when it has one)")
     parser.add_argument("--corpus", choices=("coco-mini", "default"), default="coco-mini",
                         help="coco-mini: real ~640x480 JPEGs (decoding is costly); default: the synthetic 128x128 corpus")
     args = parser.parse_args()
@@ -206,9 +209,9 @@ def main() -> int:
               f"workers {args.workers}, images {small_n} and {large_n}, cores {os.cpu_count()}", flush=True)
 
         decode_rate, predict_rate, predict_cpu = bare_predict(model_path, large, image_size, args.batch_size)
-        (t_small, cpu_small) = pipeline_seconds(model_path, work / "small", work / "out-small", args.batch_size, args.workers)
+        (t_small, cpu_small) = pipeline_seconds(model_path, work / "small", work / "out-small", args.batch_size, args.workers, args.engine)
         with TreeMemorySampler() as tree:
-            (t_large, cpu_large) = pipeline_seconds(model_path, work / "large", work / "out-large", args.batch_size, args.workers)
+            (t_large, cpu_large) = pipeline_seconds(model_path, work / "large", work / "out-large", args.batch_size, args.workers, args.engine)
         end_to_end = large_n / t_large
         marginal = (large_n - small_n) / max(t_large - t_small, 1e-9)
         pipeline_cpu = (cpu_large - cpu_small) / (large_n - small_n)

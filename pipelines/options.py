@@ -19,6 +19,7 @@ from beamlens.models.encoders.preprocessing import DEFAULT_MAX_IMAGE_PIXELS
 from beamlens.models.shards.lock import DEFAULT_TTL_SECONDS
 from beamlens.pipelines.strict_args import parse_pipeline_options
 from beamlens.transforms.embed_job import DEFAULT_MAX_BATCH_SIZE, DEFAULT_NUM_SHARDS, RESIZES
+from beamlens.transforms.inference import ENGINES
 from beamlens.transforms.reindex_job import DEFAULT_MAX_DELETED_FRACTION
 
 
@@ -39,6 +40,10 @@ class EmbedOptions(PipelineOptions):
                             help="how images are resized: pil (the training preprocessing, antialiased), task_library "
                                  "(bilinear without antialiasing, as the Task Library resizes a query); "
                                  "auto: task_library for a .tflite model, pil for .keras")
+        parser.add_argument("--engine", dest="engine", choices=ENGINES, default="auto",
+                            help="what runs the encoder: keras (the .keras file), tflite (its model folder's "
+                                 "image_embedder.tflite, the same weights, ~1.7x faster per CPU core); auto: tflite when "
+                                 "the folder has one for this image size, else keras")
         parser.add_argument("--min-batch-size", "--min_batch_size", dest="min_batch_size", type=int, default=1, help="smallest inference batch the handler accepts")
         parser.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=int,
                             default=DEFAULT_MAX_IMAGE_PIXELS,

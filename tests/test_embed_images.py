@@ -58,6 +58,7 @@ def test_real_photos_match_model_predict_and_manifest(tmp_path, encoder):
     assert manifest.error_files == [f"errors-0000{i}-of-00003.jsonl" for i in range(3)]
     assert manifest.extra["read"] == len(photos)
     assert manifest.extra["counters"] == {"read": len(photos), "decoded": len(photos), "embedded": len(photos)}
+    assert manifest.extra["inference_model"] == "encoder.keras"  # a bare .keras, no model folder: Keras runs it
     assert manifest.options["num_shards"] == 3 and manifest.options["model"] == str(encoder)
     assert all((out / name).exists() for name in manifest.shards + manifest.error_files)
     assert not list(out.glob("beam-temp-*")) and not list(out.glob(".tmp-*"))

@@ -51,6 +51,8 @@ def test_a_trained_model_through_embed_and_the_device_searcher_matches_exact_sea
     ids, keras_vectors = _keras_vectors(model_dir, images, doc)
     stored = h.read_shards(shards)
     assert sorted(stored) == sorted(ids)  # embed wrote every image of the split
+    # the model folder's .tflite twin ran (--engine auto), with the Keras encoder's vectors
+    assert json.loads((shards / "manifest.json").read_text())["extra"]["inference_model"] == "image_embedder.tflite"
     np.testing.assert_allclose(np.stack([stored[i].embedding for i in ids]), keras_vectors, atol=1e-5, rtol=0)
 
     owner = {a["caption"]: str(a["image_id"]) for a in doc["annotations"]}

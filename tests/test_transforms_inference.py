@@ -14,7 +14,8 @@ from beamlens.models.encoders.preprocessing import preprocess_image_bytes
 from beamlens.models.shards.records import EmbeddingRecord
 from tests import embed_helpers as h
 from beamlens.transforms.decode import ImageBatch, ImageMeta, only
-from beamlens.transforms.inference import EmbedBatches, l2_normalize
+from beamlens.models.errors import BeamlensError
+from beamlens.transforms.inference import EmbedBatches, inference_model, l2_normalize
 from beamlens.transforms.read_images import ImageError
 
 
@@ -59,3 +60,63 @@ def test_inference_failure_becomes_one_error_per_image(encoder):
 def test_l2_normalize_keeps_zero_vectors():
     np.testing.assert_allclose(l2_normalize(np.array([3.0, 4.0])), [0.6, 0.8])
     assert not np.any(np.isnan(l2_normalize(np.zeros(4))))
+
+
+@pytest.fixture(scope="module")
+def model_folder_with_twin(tmp_path_factory) -> Path:
+    """A model folder as train / export-pretrained leave it: the .keras, its .tflite twin, the config."""
+    import keras  # noqa: PLC0415
+
+    from beamlens.models.export import model_folder
+    from beamlens.models.export.encoders import export_image_embedder
+
+    folder = tmp_path_factory.mktemp("model")
+    vision = h.build_tiny_encoder(folder / model_folder.VISION_ENCODER)
+    export_image_embedder(keras.models.load_model(vision), h.TINY_SIZE, str(folder / model_folder.IMAGE_EMBEDDER))
+    (folder / model_folder.CONFIG).write_text("{}")
+    return folder
+
+
+def test_auto_engine_runs_the_model_folders_tflite_twin(model_folder_with_twin, encoder):
+    keras_file = str(model_folder_with_twin / "vision_encoder.keras")
+    twin = str(model_folder_with_twin / "image_embedder.tflite")
+    assert inference_model(keras_file, "auto", h.TINY_SIZE) == twin
+    assert inference_model(keras_file, "tflite", h.TINY_SIZE) == twin
+    assert inference_model(keras_file, "keras", h.TINY_SIZE) == keras_file
+    assert inference_model(twin, "auto", h.TINY_SIZE) == twin
+    # another image size than the twin's fixed input, or no model folder: the .keras runs
+    assert inference_model(keras_file, "auto", h.TINY_SIZE + 8) == keras_file
+    assert inference_model(str(encoder), "auto", h.TINY_SIZE) == str(encoder)
+
+
+@pytest.mark.parametrize("model, engine, size, message", [
+    ("folder", "tflite", 8, "--engine tflite: .* takes 32 px images, the job resizes to 40"),
+    ("bare", "tflite", 0, "--engine tflite: no image_embedder.tflite beside it in a model folder"),
+    ("twin", "keras", 0, "--engine keras needs a .keras --model"),
+    ("folder", "onnx", 0, "--engine must be one of auto, keras, tflite, got 'onnx'"),
+])
+def test_engine_choices_that_cannot_run_are_refused(model_folder_with_twin, encoder, model, engine, size, message):
+    path = {"folder": str(model_folder_with_twin / "vision_encoder.keras"), "bare": str(encoder),
+            "twin": str(model_folder_with_twin / "image_embedder.tflite")}[model]
+    assert h.TINY_SIZE == 32
+    with pytest.raises(BeamlensError, match=message):
+        inference_model(path, engine, h.TINY_SIZE + size)
+
+
+def test_the_tflite_twin_embeds_what_the_keras_encoder_does(model_folder_with_twin):
+    photos = h.real_photos()
+    keras_file = model_folder_with_twin / "vision_encoder.keras"
+    expected = dict(zip((p.name for p in photos), h.predict_reference(keras_file, photos, h.TINY_SIZE)))
+
+    def check(records):
+        assert sorted(r.image_id for r in records) == sorted(expected)
+        for r in records:
+            assert float(np.dot(r.embedding, expected[r.image_id])) >= 0.9999
+            assert np.max(np.abs(r.embedding - expected[r.image_id])) <= 1e-4
+
+    with TestPipeline(runner="FnApiRunner") as pipeline:
+        batches = pipeline | beam.Create([_batch(photos[:4], h.TINY_SIZE), _batch(photos[4:], h.TINY_SIZE)])
+        twin = inference_model(str(keras_file), "auto", h.TINY_SIZE)
+        assert twin.endswith("image_embedder.tflite")
+        outcomes = batches | EmbedBatches(twin, "fp", max_batch_size=4)
+        assert_that(outcomes | beam.FlatMap(only(EmbeddingRecord)), check)

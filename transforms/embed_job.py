@@ -32,7 +32,7 @@ from beamlens.models.io import files
 from beamlens.models.io.fingerprint import model_fingerprint
 from beamlens.models.shards.records import Manifest
 from beamlens.transforms.decode import DecodeBatch, ImageBatch, only, preprocess_for
-from beamlens.transforms.inference import EmbedBatches
+from beamlens.transforms.inference import ENGINES, EmbedBatches, inference_model
 from beamlens.transforms.read_images import BatchImageRefs, ImageError, ImageSource, ListImages
 from beamlens.transforms.run_accounting import (
     list_ids, option_values, options_record, pipeline_options_of, run_and_reconcile, runner_name)
@@ -60,6 +60,7 @@ class EmbedRequest:
     num_shards: int = DEFAULT_NUM_SHARDS
     image_size: int = 0  # 0: read from the model's input shape
     resize: str = "auto"  # pil | task_library | auto (task_library for .tflite, pil for .keras)
+    engine: str = "auto"  # auto | keras | tflite: what runs the model (transforms.inference.inference_model)
     min_batch_size: int = 1
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
@@ -75,6 +76,10 @@ class EmbedRequest:
         if self.resize == "auto":
             return "task_library" if self.model.endswith(".tflite") else "pil"
         return self.resize
+
+    def inference_model(self, image_size: int) -> str:
+        """The file RunInference runs: ``model``, or its model folder's ``.tflite`` twin (``engine``)."""
+        return inference_model(self.model, self.engine, image_size)
 
     def source(self) -> ImageSource:
         return ImageSource(captions_file=self.captions, image_root=self.images, input_glob=self.input_glob)
@@ -105,6 +110,8 @@ def validate_request(request: EmbedRequest, *, needs_output: bool = True) -> Ima
         raise BeamlensError(f"--model {request.model}: give a Keras 3 .keras file (RunInference with Keras 3 loads "
                             ".keras files only) or a Task Library image embedder .tflite")
     files.require_file(request.model, "--model")
+    if request.engine not in ENGINES:
+        raise BeamlensError(f"--engine must be one of {', '.join(ENGINES)}, got {request.engine!r}")
     if request.resize not in RESIZES:
         raise BeamlensError(f"--resize must be one of {', '.join(RESIZES)}, got {request.resize!r}")
     if request.num_shards < 1:
@@ -133,7 +140,7 @@ def build_pipeline(pipeline: beam.Pipeline, source: ImageSource, request: EmbedR
     )
     batches = outcomes | "OnlyBatches" >> beam.FlatMap(only(ImageBatch))
     decode_errors = outcomes | "OnlyDecodeErrors" >> beam.FlatMap(only(ImageError))
-    embedded = batches | "Embed" >> EmbedBatches(request.model, fingerprint, request.min_batch_size, request.max_batch_size)
+    embedded = batches | "Embed" >> EmbedBatches(request.inference_model(image_size), fingerprint, request.min_batch_size, request.max_batch_size)
     _ = (embedded, decode_errors) | "AllOutcomes" >> beam.Flatten() | "Write" >> WriteEmbeddingsAndErrors(request.output, request.num_shards)
 
 
@@ -147,8 +154,9 @@ def embed(request: EmbedRequest, *, pipeline: Optional[beam.Pipeline] = None) ->
     listed_ids = list_ids(source)
     fingerprint = model_fingerprint(request.model)
     image_size = model_input_size(request.model, request.image_size)
+    engine_file = files.basename(request.inference_model(image_size))
     prepare_output(request.output)
-    print(f"beamlens embed: {len(listed_ids)} images from {source.describe()}, model {fingerprint}, "
+    print(f"beamlens embed: {len(listed_ids)} images from {source.describe()}, model {fingerprint} (runs {engine_file}), "
           f"size {image_size}, {request.num_shards} shards -> {request.output}", file=sys.stderr, flush=True)
     pipeline = pipeline if pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(pipeline, source, request, image_size, fingerprint)
@@ -158,7 +166,7 @@ def embed(request: EmbedRequest, *, pipeline: Optional[beam.Pipeline] = None) ->
     extra = {"read": len(listed_ids), "runner": runner, "seconds": round(run.seconds, 3),
              "images_per_second": round(rate, 2), "duplicates_dropped": summary.duplicates_dropped,
              "errors_by_stage": summary.reasons, "counters": run.counters, "image_size": image_size,
-             "resize": request.resolved_resize(), "source": source.describe()}
+             "resize": request.resolved_resize(), "inference_model": engine_file, "source": source.describe()}
     manifest = write_manifest(request.output, summary, fingerprint, options_record(request, options), extra)
     print(f"beamlens embed: read {len(listed_ids)}, embedded {len(summary.embedded_ids)}, failed {len(summary.error_ids)} "
           f"in {run.seconds:.1f} s ({rate:.1f} images/s, runner {runner}); counters {run.counters}; manifest written",

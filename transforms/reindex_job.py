@@ -75,6 +75,7 @@ class ReindexRequest:
     num_shards: int = DEFAULT_NUM_SHARDS
     image_size: int = 0
     resize: str = "auto"
+    engine: str = "auto"  # as EmbedRequest.engine
     min_batch_size: int = 1
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
@@ -124,9 +125,10 @@ def validate(request: ReindexRequest) -> ImageSource:
 
 def _graph(request: ReindexRequest, source: ImageSource, previous: vo.PreviousVersion, fingerprint: str,
            version_dir: str, listed: int) -> ReindexGraph:
+    image_size = model_input_size(request.model, request.image_size)
     return ReindexGraph(
-        source=source, previous_shards=previous.shards, model=request.model, fingerprint=fingerprint,
-        image_size=model_input_size(request.model, request.image_size), shards_dir=files.join(version_dir, vo.SHARDS_DIR),
+        source=source, previous_shards=previous.shards, model=request.embed_request().inference_model(image_size),
+        fingerprint=fingerprint, image_size=image_size, shards_dir=files.join(version_dir, vo.SHARDS_DIR),
         plan_dir=files.join(version_dir, PLAN_DIR), num_shards=request.num_shards, max_batch_size=request.max_batch_size,
         buckets=request.embed_buckets or auto_buckets(listed, request.max_batch_size), trust_stamps=not request.rehash,
         preprocess=preprocess_for(request.embed_request().resolved_resize()), max_pixels=request.max_image_pixels)

@@ -109,6 +109,20 @@ def export_text_embedder(text: keras.Model, max_tokens: int, vocab_path: str, ou
     return out_path
 
 
+def export_image_embedder(vision: keras.Model, image_size: int, out_path: str,
+                          name: str = "beamlens_image_encoder") -> str:
+    """The vision encoder as a Task Library image embedder ``.tflite`` (float, with metadata): the
+    ImageSearcher's model, and the CPU engine ``beamlens embed`` runs by default (transforms/inference.py)."""
+    raw = out_path + ".raw.tflite"
+    try:
+        to_tflite(vision, tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image"), raw)
+        compat.call_tflite(tflite_metadata.write_image_embedder_metadata, raw, out_path, name=name)
+    finally:
+        if os.path.exists(raw):
+            os.remove(raw)
+    return out_path
+
+
 def export_encoders(vision: keras.Model, text: keras.Model, config: EncoderConfig, vocab_path: str, out_dir: str,
                     text_quantize: str | None = AUTO) -> dict[str, str]:
     """Write vision/text .keras and image/text embedder .tflite (with metadata) into out_dir.
@@ -123,11 +137,7 @@ def export_encoders(vision: keras.Model, text: keras.Model, config: EncoderConfi
     }
     vision.save(paths["vision_keras"])
     text.save(paths["text_keras"])
-    raw_image = os.path.join(out_dir, "image_raw.tflite")
-    size = config.image_size
-    to_tflite(vision, tf.TensorSpec([1, size, size, 3], tf.float32, name="image"), raw_image)
-    compat.call_tflite(tflite_metadata.write_image_embedder_metadata, raw_image, paths["image_tflite"])
-    os.remove(raw_image)
+    export_image_embedder(vision, config.image_size, paths["image_tflite"])
     export_text_embedder(text, config.max_tokens, vocab_path, paths["text_tflite"],
                          text_quantization(text_quantize, config.text_backbone))
     return paths

@@ -64,26 +64,15 @@ def export_pretrained(out_dir: str, backbone: str = DEFAULT_BACKBONE, image_size
                       weights: str | None = None, l2_normalize: bool = True,
                       resize_to: int | None = None) -> dict[str, str]:
     """Write ``vision_encoder.keras``, ``image_embedder.tflite`` and a small JSON description."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    from beamlens.models import compat  # noqa: PLC0415
-    from beamlens.models.export import metadata as tflite_metadata
     from beamlens.models.io.files import atomic_output  # noqa: PLC0415
-    from beamlens.models.export.encoders import to_tflite  # noqa: PLC0415
+    from beamlens.models.export.encoders import export_image_embedder  # noqa: PLC0415
 
     model = build_embedder(backbone, image_size, weights, l2_normalize, resize_to)
     os.makedirs(out_dir, exist_ok=True)
     paths = {"vision_keras": os.path.join(out_dir, VISION_KERAS), "image_tflite": os.path.join(out_dir, IMAGE_TFLITE),
              "info": os.path.join(out_dir, INFO_JSON)}
     _save_keras_atomically(model, paths["vision_keras"])
-    raw = os.path.join(out_dir, ".image_raw.tflite")
-    try:
-        to_tflite(model, tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image"), raw)
-        compat.call_tflite(tflite_metadata.write_image_embedder_metadata, raw, paths["image_tflite"],
-                           name=f"{backbone}_image_embedder")
-    finally:
-        if os.path.exists(raw):
-            os.remove(raw)
+    export_image_embedder(model, image_size, paths["image_tflite"], name=f"{backbone}_image_embedder")
     info = {
         "backbone": backbone, "image_size": image_size, "dimension": int(model.output_shape[-1]),
         "l2_normalized": l2_normalize, "resize_to": resize_to,
