@@ -35,6 +35,8 @@ SHARED = Path(os.environ.get("BEAMLENS_SHARED", ROOT.parent / "shared")) / "test
 
 import numpy as np  # noqa: E402
 
+from benchmarks.hard_vectors import unit  # noqa: E402
+
 
 @dataclass(frozen=True)
 class EngineRun:
@@ -69,11 +71,6 @@ def decode_all(paths: list[Path], image_size: int) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
     pixels = np.stack([preprocess_image_bytes(blob, image_size) for blob in blobs])
     return pixels, len(blobs) / (time.perf_counter() - started)
-
-
-def unit(rows: np.ndarray) -> np.ndarray:
-    rows = np.asarray(rows, np.float32)
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
 
 
 def run_keras(path: str, pixels: np.ndarray, batch: int) -> EngineRun:

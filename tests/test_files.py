@@ -34,3 +34,11 @@ def test_append_modes_are_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="mode must be"):
         with atomic_output(tmp_path / "x", "ab"):
             pass
+
+
+def test_dirname_of_local_remote_and_bare_paths():
+    from beamlens.models.io.files import dirname
+
+    assert dirname("/m/model/vision_encoder.keras") == "/m/model"
+    assert dirname("gs://bucket/model/vision_encoder.keras") == "gs://bucket/model"
+    assert dirname("vision_encoder.keras") == "."

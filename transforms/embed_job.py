@@ -32,7 +32,7 @@ from beamlens.models.io import files
 from beamlens.models.io.fingerprint import model_fingerprint
 from beamlens.models.shards.records import Manifest
 from beamlens.transforms.decode import DecodeBatch, ImageBatch, only, preprocess_for
-from beamlens.transforms.inference import ENGINES, EmbedBatches, inference_model
+from beamlens.transforms.inference import EmbedBatches, check_engine, inference_model
 from beamlens.transforms.read_images import BatchImageRefs, ImageError, ImageSource, ListImages
 from beamlens.transforms.run_accounting import (
     list_ids, option_values, options_record, pipeline_options_of, run_and_reconcile, runner_name)
@@ -110,8 +110,7 @@ def validate_request(request: EmbedRequest, *, needs_output: bool = True) -> Ima
         raise BeamlensError(f"--model {request.model}: give a Keras 3 .keras file (RunInference with Keras 3 loads "
                             ".keras files only) or a Task Library image embedder .tflite")
     files.require_file(request.model, "--model")
-    if request.engine not in ENGINES:
-        raise BeamlensError(f"--engine must be one of {', '.join(ENGINES)}, got {request.engine!r}")
+    check_engine(request.engine)
     if request.resize not in RESIZES:
         raise BeamlensError(f"--resize must be one of {', '.join(RESIZES)}, got {request.resize!r}")
     if request.num_shards < 1:
@@ -129,8 +128,10 @@ def validate_request(request: EmbedRequest, *, needs_output: bool = True) -> Ima
     return request.source()
 
 
-def build_pipeline(pipeline: beam.Pipeline, source: ImageSource, request: EmbedRequest, image_size: int, fingerprint: str) -> None:
-    """The embed graph, from listing to shards and dead letters."""
+def build_pipeline(pipeline: beam.Pipeline, source: ImageSource, request: EmbedRequest, image_size: int, fingerprint: str,
+                   engine_model: Optional[str] = None) -> None:
+    """The embed graph, from listing to shards and dead letters; ``engine_model`` is the file
+    RunInference runs, when the caller has already resolved it (:meth:`EmbedRequest.inference_model`)."""
     preprocess = preprocess_for(request.resolved_resize())
     outcomes = (
         pipeline
@@ -140,7 +141,7 @@ def build_pipeline(pipeline: beam.Pipeline, source: ImageSource, request: EmbedR
     )
     batches = outcomes | "OnlyBatches" >> beam.FlatMap(only(ImageBatch))
     decode_errors = outcomes | "OnlyDecodeErrors" >> beam.FlatMap(only(ImageError))
-    embedded = batches | "Embed" >> EmbedBatches(request.inference_model(image_size), fingerprint, request.min_batch_size, request.max_batch_size)
+    embedded = batches | "Embed" >> EmbedBatches(engine_model or request.inference_model(image_size), fingerprint, request.min_batch_size, request.max_batch_size)
     _ = (embedded, decode_errors) | "AllOutcomes" >> beam.Flatten() | "Write" >> WriteEmbeddingsAndErrors(request.output, request.num_shards)
 
 
@@ -154,12 +155,13 @@ def embed(request: EmbedRequest, *, pipeline: Optional[beam.Pipeline] = None) ->
     listed_ids = list_ids(source)
     fingerprint = model_fingerprint(request.model)
     image_size = model_input_size(request.model, request.image_size)
-    engine_file = files.basename(request.inference_model(image_size))
+    engine_model = request.inference_model(image_size)
+    engine_file = files.basename(engine_model)
     prepare_output(request.output)
     print(f"beamlens embed: {len(listed_ids)} images from {source.describe()}, model {fingerprint} (runs {engine_file}), "
           f"size {image_size}, {request.num_shards} shards -> {request.output}", file=sys.stderr, flush=True)
     pipeline = pipeline if pipeline is not None else beam.Pipeline(options=options)
-    build_pipeline(pipeline, source, request, image_size, fingerprint)
+    build_pipeline(pipeline, source, request, image_size, fingerprint, engine_model)
     run = run_and_reconcile(pipeline, request.output, request.num_shards, fingerprint, listed_ids)
     summary, runner = run.summary, runner_name(options)
     rate = len(summary.embedded_ids) / max(run.seconds, 1e-9)

@@ -101,6 +101,26 @@ class TFLiteEmbedderModelHandler(ModelHandler):
 ENGINES = ("auto", "keras", "tflite")
 
 
+def check_engine(engine: str) -> None:
+    """The one check of an ``--engine`` value (the request check and :func:`inference_model` share it)."""
+    if engine not in ENGINES:
+        raise BeamlensError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+def _twin_unusable(folder: str, image_size: int) -> str | None:
+    """Why the model folder's ``.tflite`` twin cannot run this job, or None when it can."""
+    from beamlens.models.encoders.inputs import tflite_image_size  # noqa: PLC0415
+    from beamlens.models.export import model_folder  # noqa: PLC0415
+
+    twin, config = files.join(folder, model_folder.IMAGE_EMBEDDER), files.join(folder, model_folder.CONFIG)
+    if not (files.exists(twin) and files.exists(config)):
+        return f"no {model_folder.IMAGE_EMBEDDER} beside it in a model folder ({folder})"
+    twin_size = tflite_image_size(twin)
+    if twin_size != image_size:
+        return f"{twin} takes {twin_size} px images, the job resizes to {image_size}"
+    return None
+
+
 def inference_model(model_path: str, engine: str, image_size: int) -> str:
     """The file RunInference runs for ``--model model_path --engine engine``.
 
@@ -112,26 +132,19 @@ def inference_model(model_path: str, engine: str, image_size: int) -> str:
     it takes the ``image_size`` the job resizes to, and the ``.keras`` otherwise; the images are
     still resized the ``.keras`` way (``--resize auto`` follows ``--model``, not the engine).
     """
-    from beamlens.models.encoders.inputs import tflite_image_size  # noqa: PLC0415
     from beamlens.models.export import model_folder  # noqa: PLC0415
 
-    if engine not in ENGINES:
-        raise BeamlensError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_engine(engine)
     if model_path.endswith(".tflite"):
         if engine == "keras":
             raise BeamlensError(f"--engine keras needs a .keras --model, got {model_path}")
         return model_path
     if engine == "keras":
         return model_path
-    folder = model_path.rsplit("/", 1)[0] if "/" in model_path else "."
-    twin, config = files.join(folder, model_folder.IMAGE_EMBEDDER), files.join(folder, model_folder.CONFIG)
-    why_not = None
-    if not (files.exists(twin) and files.exists(config)):
-        why_not = f"no {model_folder.IMAGE_EMBEDDER} beside it in a model folder ({folder})"
-    elif tflite_image_size(twin) != image_size:
-        why_not = f"{twin} takes {tflite_image_size(twin)} px images, the job resizes to {image_size}"
+    folder = files.dirname(model_path)
+    why_not = _twin_unusable(folder, image_size)
     if why_not is None:
-        return twin
+        return files.join(folder, model_folder.IMAGE_EMBEDDER)
     if engine == "tflite":
         raise BeamlensError(f"--engine tflite: {why_not}")
     return model_path

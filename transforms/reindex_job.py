@@ -125,13 +125,13 @@ def validate(request: ReindexRequest) -> ImageSource:
 
 def _graph(request: ReindexRequest, source: ImageSource, previous: vo.PreviousVersion, fingerprint: str,
            version_dir: str, listed: int) -> ReindexGraph:
-    image_size = model_input_size(request.model, request.image_size)
+    image_size, encoder = model_input_size(request.model, request.image_size), request.embed_request()
     return ReindexGraph(
-        source=source, previous_shards=previous.shards, model=request.embed_request().inference_model(image_size),
+        source=source, previous_shards=previous.shards, model=encoder.inference_model(image_size),
         fingerprint=fingerprint, image_size=image_size, shards_dir=files.join(version_dir, vo.SHARDS_DIR),
         plan_dir=files.join(version_dir, PLAN_DIR), num_shards=request.num_shards, max_batch_size=request.max_batch_size,
         buckets=request.embed_buckets or auto_buckets(listed, request.max_batch_size), trust_stamps=not request.rehash,
-        preprocess=preprocess_for(request.embed_request().resolved_resize()), max_pixels=request.max_image_pixels)
+        preprocess=preprocess_for(encoder.resolved_resize()), max_pixels=request.max_image_pixels)
 
 
 def _searchers(request: ReindexRequest, version_dir: str, previous: vo.PreviousVersion, changes_index: bool,

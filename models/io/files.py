@@ -56,6 +56,12 @@ def basename(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def dirname(path: str) -> str:
+    """The folder holding ``path`` (``.`` for a bare name), local or ``scheme://``."""
+    head = path.rstrip("/").rsplit("/", 1)
+    return head[0] if len(head) == 2 else "."
+
+
 def exists(path: str) -> bool:
     return _beam().exists(path) if is_remote(path) else os.path.exists(local_path(path))
 
