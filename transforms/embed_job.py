@@ -5,11 +5,12 @@
 
     Create(source) -> list + number images -> GroupByKey(index // batch) -> read + decode batch
       -> RunInference(Keyed TF handler, pre-batched, dead-letter) -> L2 normalise
-      -> errors-*.jsonl (DoFn) + embeddings-*.tfrecord (WriteToTFRecord)
+      -> one writer per shard (the listed ids keyed to it too): embeddings-*.tfrecord,
+         errors-*.jsonl, summary-*.json (its accounting)
 
 then, in this process, the post-run accounting every job shares (:func:`run_and_reconcile`):
-the files are read back, every listed image must be embedded or failed exactly once, and only
-then is manifest.json written. The DaskRunner is known to drop and duplicate elements, and a
+the shard summaries are read back (O(shards), never a record), every listed image must be
+embedded or failed exactly once, and only then is manifest.json written. The DaskRunner is known to drop and duplicate elements, and a
 silent loss would poison the index.
 
 Runner options travel as Beam's own :class:`PipelineOptions` (``EmbedRequest.pipeline_options``):
@@ -35,8 +36,8 @@ from beamlens.transforms.decode import DecodeBatch, ImageBatch, only, preprocess
 from beamlens.transforms.inference import EmbedBatches, check_engine, inference_model
 from beamlens.transforms.read_images import BatchImageRefs, ImageError, ImageSource, ListImages
 from beamlens.transforms.run_accounting import (
-    list_ids, option_values, options_record, pipeline_options_of, run_and_reconcile, runner_name)
-from beamlens.transforms.write_shards import WriteEmbeddingsAndErrors, prepare_output, write_manifest
+    require_images, option_values, options_record, pipeline_options_of, run_and_reconcile, runner_name)
+from beamlens.transforms.write_shards import WriteEmbeddingsAndErrors, mark_listed, prepare_output, write_manifest
 
 DEFAULT_NUM_SHARDS = 4
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -133,16 +134,18 @@ def build_pipeline(pipeline: beam.Pipeline, source: ImageSource, request: EmbedR
     """The embed graph, from listing to shards and dead letters; ``engine_model`` is the file
     RunInference runs, when the caller has already resolved it (:meth:`EmbedRequest.inference_model`)."""
     preprocess = preprocess_for(request.resolved_resize())
+    refs = pipeline | "ListImages" >> ListImages(source)
+    listed = refs | "MarkListed" >> beam.Map(mark_listed)  # each shard's writer accounts for its ids
     outcomes = (
-        pipeline
-        | "ListImages" >> ListImages(source)
+        refs
         | "Batch" >> BatchImageRefs(request.max_batch_size)
         | "ReadDecode" >> beam.ParDo(DecodeBatch(image_size, preprocess, max_pixels=request.max_image_pixels))
     )
     batches = outcomes | "OnlyBatches" >> beam.FlatMap(only(ImageBatch))
     decode_errors = outcomes | "OnlyDecodeErrors" >> beam.FlatMap(only(ImageError))
     embedded = batches | "Embed" >> EmbedBatches(engine_model or request.inference_model(image_size), fingerprint, request.min_batch_size, request.max_batch_size)
-    _ = (embedded, decode_errors) | "AllOutcomes" >> beam.Flatten() | "Write" >> WriteEmbeddingsAndErrors(request.output, request.num_shards)
+    _ = ((listed, embedded, decode_errors) | "AllOutcomes" >> beam.Flatten()
+         | "Write" >> WriteEmbeddingsAndErrors(request.output, request.num_shards))
 
 
 def embed(request: EmbedRequest, *, pipeline: Optional[beam.Pipeline] = None) -> EmbedResult:
@@ -152,26 +155,26 @@ def embed(request: EmbedRequest, *, pipeline: Optional[beam.Pipeline] = None) ->
     """
     source = validate_request(request)
     options = pipeline_options_of(request)
-    listed_ids = list_ids(source)
+    require_images(source)
     fingerprint = model_fingerprint(request.model)
     image_size = model_input_size(request.model, request.image_size)
     engine_model = request.inference_model(image_size)
     engine_file = files.basename(engine_model)
     prepare_output(request.output)
-    print(f"beamlens embed: {len(listed_ids)} images from {source.describe()}, model {fingerprint} (runs {engine_file}), "
+    print(f"beamlens embed: {source.describe()} (listed inside the pipeline), model {fingerprint} (runs {engine_file}), "
           f"size {image_size}, {request.num_shards} shards -> {request.output}", file=sys.stderr, flush=True)
     pipeline = pipeline if pipeline is not None else beam.Pipeline(options=options)
     build_pipeline(pipeline, source, request, image_size, fingerprint, engine_model)
-    run = run_and_reconcile(pipeline, request.output, request.num_shards, fingerprint, listed_ids)
+    run = run_and_reconcile(pipeline, request.output, request.num_shards, fingerprint)
     summary, runner = run.summary, runner_name(options)
-    rate = len(summary.embedded_ids) / max(run.seconds, 1e-9)
-    extra = {"read": len(listed_ids), "runner": runner, "seconds": round(run.seconds, 3),
+    rate = summary.embedded / max(run.seconds, 1e-9)
+    extra = {"read": summary.listed, "runner": runner, "seconds": round(run.seconds, 3),
              "images_per_second": round(rate, 2), "duplicates_dropped": summary.duplicates_dropped,
              "errors_by_stage": summary.reasons, "counters": run.counters, "image_size": image_size,
              "resize": request.resolved_resize(), "inference_model": engine_file, "source": source.describe()}
     manifest = write_manifest(request.output, summary, fingerprint, options_record(request, options), extra)
-    print(f"beamlens embed: read {len(listed_ids)}, embedded {len(summary.embedded_ids)}, failed {len(summary.error_ids)} "
+    print(f"beamlens embed: read {summary.listed}, embedded {summary.embedded}, failed {summary.failed} "
           f"in {run.seconds:.1f} s ({rate:.1f} images/s, runner {runner}); counters {run.counters}; manifest written",
           file=sys.stderr, flush=True)
-    return EmbedResult(request.output, len(listed_ids), len(summary.embedded_ids), len(summary.error_ids),
+    return EmbedResult(request.output, summary.listed, summary.embedded, summary.failed,
                        summary.duplicates_dropped, round(run.seconds, 3), round(rate, 2), dict(summary.reasons), manifest)

@@ -31,6 +31,7 @@ from apache_beam.metrics import Metrics
 from beamlens.models.io import files
 from beamlens.models.corpora.coco import default_image_root, parse_coco_captions
 from beamlens.models.errors import BeamlensError
+from beamlens.models.faults import checkpoint
 
 METRICS_NAMESPACE = "beamlens.embed"
 
@@ -177,6 +178,7 @@ class _ListAndNumber(beam.DoFn):
         for index, ref in enumerate(iter_image_refs(source)):
             self._listed.inc()
             yield index, ref
+        checkpoint("listing")
 
 
 class ListImages(beam.PTransform):

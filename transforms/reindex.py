@@ -19,6 +19,7 @@ The join is the scalable design: neither side is ever held in one process.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import zlib
 from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence
@@ -32,10 +33,10 @@ from beamlens.models.shards.reader import shard_records
 from beamlens.models.shards.records import EmbeddingRecord, StoredRecord, decode_record, peek_record
 from beamlens.transforms.decode import DecodeBatch, ImageBatch, Preprocess, only
 from beamlens.transforms.inference import EmbedBatches
-from beamlens.transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, file_stamp, read_image_bytes
+from beamlens.transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, iter_image_refs, file_stamp, read_image_bytes
 from beamlens.transforms.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
 from beamlens.transforms.run_accounting import run_and_reconcile
-from beamlens.transforms.write_shards import WriteEmbeddingsAndErrors, prepare_output
+from beamlens.transforms.write_shards import WriteEmbeddingsAndErrors, mark_listed, prepare_output
 
 
 class PlanEntry(NamedTuple):
@@ -199,11 +200,9 @@ class ReindexGraph:
 
 def build_pipeline(pipeline: beam.Pipeline, graph: ReindexGraph) -> None:
     """The one re-index graph (see the module docstring), added to ``pipeline``."""
-    current = (
-        pipeline
-        | "ListImages" >> ListImages(graph.source)
-        | "KeyCurrent" >> beam.Map(_key_current)
-    )
+    refs = pipeline | "ListImages" >> ListImages(graph.source)
+    listed = refs | "MarkListed" >> beam.Map(mark_listed)  # each shard's writer accounts for its ids
+    current = refs | "KeyCurrent" >> beam.Map(_key_current)
     previous = (
         pipeline
         | "PreviousShards" >> beam.Create(list(graph.previous_shards), reshuffle=False)
@@ -233,7 +232,7 @@ def build_pipeline(pipeline: beam.Pipeline, graph: ReindexGraph) -> None:
     )
     # One sink (Dask runs only the last branch): the plan writer's empty output feeds it too.
     _ = (
-        (carried, carried_as_stored, embedded, decode_errors, plan_written)
+        (listed, carried, carried_as_stored, embedded, decode_errors, plan_written)
         | "AllOutcomes" >> beam.Flatten()
         | "Write" >> WriteEmbeddingsAndErrors(graph.shards_dir, shards)
     )
@@ -254,9 +253,21 @@ def read_plan(plan_dir: str, shards: int) -> PlanCounts:
     return total
 
 
+MAX_BUCKETS, BATCHES_PER_BUCKET = 4096, 16
+
+
 def auto_buckets(listed: int, batch: int) -> int:
     """~16 batches per bucket at a full re-embed: enough groups to spread, few enough to fill batches."""
-    return max(1, min(4096, -(-listed // (batch * 16))))
+    return max(1, min(MAX_BUCKETS, -(-listed // (batch * BATCHES_PER_BUCKET))))
+
+
+def corpus_size_for_buckets(source: ImageSource, batch: int, previous_count: int) -> int:
+    """The size :func:`auto_buckets` needs, without listing the corpus in this process: the
+    previous version's count when there is one, else the listing counted only as far as the
+    bucket count still grows (no id is kept)."""
+    if previous_count:
+        return previous_count
+    return sum(1 for _ in itertools.islice(iter_image_refs(source), MAX_BUCKETS * BATCHES_PER_BUCKET * batch))
 
 
 @dataclasses.dataclass
@@ -268,15 +279,15 @@ class GraphOutcome:
     beam_seconds: float
 
 
-def run_reindex_graph(pipeline: beam.Pipeline, graph: ReindexGraph, listed_ids: set[str]) -> GraphOutcome:
+def run_reindex_graph(pipeline: beam.Pipeline, graph: ReindexGraph) -> GraphOutcome:
     """Build and run the graph, then check that every listed image is accounted for exactly once
     (the post-run path ``embed`` takes too: transforms/run_accounting.py) and that the plan covers them."""
     prepare_output(graph.shards_dir)
     files.mkdirs(graph.plan_dir)
     build_pipeline(pipeline, graph)
-    run = run_and_reconcile(pipeline, graph.shards_dir, graph.num_shards, graph.fingerprint, listed_ids)
+    run = run_and_reconcile(pipeline, graph.shards_dir, graph.num_shards, graph.fingerprint)
     plan = read_plan(graph.plan_dir, graph.num_shards)
     planned = sum(plan.counts.values()) - plan.get(Action.DELETE)
-    if planned != len(listed_ids):
-        raise BeamlensError(f"the plan covers {planned} current images but {len(listed_ids)} were listed; refusing to publish")
+    if planned != run.summary.listed:
+        raise BeamlensError(f"the plan covers {planned} current images but {run.summary.listed} were listed; refusing to publish")
     return GraphOutcome(run.summary, plan, run.seconds)

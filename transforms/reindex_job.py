@@ -13,7 +13,7 @@ Layout written (see models/shards/versions.py)::
     ROOT/LATEST                                  moved atomically after the marker exists
 
 The run, under the root's lock: clean up dead runs' folders -> load the previous version -> list
-the corpus -> the re-index graph (transforms/reindex.py) -> read back and reconcile
+the corpus (inside the graph) -> the re-index graph (transforms/reindex.py) -> the shard summaries reconciled
 (transforms/run_accounting.py, as ``embed``) -> the shrink guard -> manifest -> searchers (reused,
 or ``models.searcher.build``) -> report -> LATEST.
 """
@@ -42,9 +42,9 @@ from beamlens.models.shards.lock import DEFAULT_TTL_SECONDS, OutputLock
 from beamlens.transforms.decode import preprocess_for
 from beamlens.transforms.embed_job import DEFAULT_MAX_BATCH_SIZE, DEFAULT_NUM_SHARDS, EmbedRequest, validate_request
 from beamlens.transforms.read_images import ImageSource
-from beamlens.transforms.reindex import GraphOutcome, ReindexGraph, auto_buckets, run_reindex_graph
+from beamlens.transforms.reindex import GraphOutcome, ReindexGraph, auto_buckets, corpus_size_for_buckets, run_reindex_graph
 from beamlens.transforms.reindex_plan import Action, ShrinkGuard, removed_from_previous
-from beamlens.transforms.run_accounting import list_ids, options_record, pipeline_options_of, runner_name
+from beamlens.transforms.run_accounting import options_record, pipeline_options_of, require_images, runner_name
 from beamlens.transforms.write_shards import write_manifest
 
 PLAN_DIR = "plan"
@@ -124,13 +124,14 @@ def validate(request: ReindexRequest) -> ImageSource:
 
 
 def _graph(request: ReindexRequest, source: ImageSource, previous: vo.PreviousVersion, fingerprint: str,
-           version_dir: str, listed: int) -> ReindexGraph:
+           version_dir: str) -> ReindexGraph:
     image_size, encoder = model_input_size(request.model, request.image_size), request.embed_request()
     return ReindexGraph(
         source=source, previous_shards=previous.shards, model=encoder.inference_model(image_size),
         fingerprint=fingerprint, image_size=image_size, shards_dir=files.join(version_dir, vo.SHARDS_DIR),
         plan_dir=files.join(version_dir, PLAN_DIR), num_shards=request.num_shards, max_batch_size=request.max_batch_size,
-        buckets=request.embed_buckets or auto_buckets(listed, request.max_batch_size), trust_stamps=not request.rehash,
+        buckets=request.embed_buckets or auto_buckets(
+            corpus_size_for_buckets(source, request.max_batch_size, previous.count), request.max_batch_size), trust_stamps=not request.rehash,
         preprocess=preprocess_for(encoder.resolved_resize()), max_pixels=request.max_image_pixels)
 
 
@@ -157,14 +158,14 @@ def _searchers(request: ReindexRequest, version_dir: str, previous: vo.PreviousV
 
 def _report(version: str, previous: vo.PreviousVersion, fingerprint: str, outcome: GraphOutcome, searcher: dict,
             request: ReindexRequest, embedders: dict, removed: list[str], runner: str, started: float) -> dict:
-    records = len(outcome.summary.embedded_ids)
+    records = outcome.summary.embedded
     return {
         "version": version, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "previous": (previous.resolved.version_dir or previous.resolved.shards_dir) if previous.resolved else None,
         "model_fingerprint": fingerprint, "model_changed": previous.model_changed,
         "full_rebuild_reason": ("model changed" if previous.model_changed
                                 else ("no previous output" if previous.resolved is None else None)),
-        "plan": outcome.plan.to_dict(), "records": records, "errors": len(outcome.summary.error_ids),
+        "plan": outcome.plan.to_dict(), "records": records, "errors": outcome.summary.failed,
         "removed_from_previous": removed_from_previous(previous.count, bool(previous.shards), outcome.plan, records),
         "searcher": searcher, "searcher_options": request.index_options().index_record(), "embedders": embedders,
         "runner": runner, "beam_seconds": round(outcome.beam_seconds, 3), "seconds": round(time.monotonic() - started, 3),
@@ -175,18 +176,18 @@ def _report(version: str, previous: vo.PreviousVersion, fingerprint: str, outcom
 def _embed_and_check(request: ReindexRequest, options: PipelineOptions, source: ImageSource, previous: vo.PreviousVersion,
                      fingerprint: str, version_dir: str, pipeline: Optional[beam.Pipeline]) -> GraphOutcome:
     """List, run the graph, reconcile, apply the shrink guard, write the manifest."""
-    listed_ids = list_ids(source)
-    _progress(f"{len(listed_ids)} images in {source.describe()}; previous {previous.describe()}; "
+    require_images(source)
+    _progress(f"{source.describe()} (listed inside the pipeline); previous {previous.describe()}; "
               f"model {fingerprint}; writing {version_dir}")
-    graph = _graph(request, source, previous, fingerprint, version_dir, len(listed_ids))
-    outcome = run_reindex_graph(pipeline if pipeline is not None else beam.Pipeline(options=options), graph, listed_ids)
+    graph = _graph(request, source, previous, fingerprint, version_dir)
+    outcome = run_reindex_graph(pipeline if pipeline is not None else beam.Pipeline(options=options), graph)
     plan, summary = outcome.plan, outcome.summary
     compared = plan.get(Action.CARRY) + plan.get(Action.EMBED_CHANGED)
     _progress(f"plan {plan.to_dict()['counts']}, metadata updated {plan.metadata_updated}; files read to compare "
               f"{plan.hashed} of {compared} in both versions{' (--rehash)' if request.rehash else ' (others: same size and mtime)'}; "
-              f"wrote {len(summary.embedded_ids)} records + {len(summary.error_ids)} errors in {outcome.beam_seconds:.1f} s")
+              f"listed {summary.listed}, wrote {summary.embedded} records + {summary.failed} errors in {outcome.beam_seconds:.1f} s")
     if previous.count:
-        removed = removed_from_previous(previous.count, bool(previous.shards), plan, len(summary.embedded_ids))
+        removed = removed_from_previous(previous.count, bool(previous.shards), plan, summary.embedded)
         guard = ShrinkGuard(request.max_deleted_fraction, request.allow_shrink)
         _progress(guard.describe(removed, previous.count))
         guard.enforce(removed, previous.count)

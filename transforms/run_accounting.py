@@ -1,8 +1,10 @@
 """The accounting every job that writes shards (``embed`` and ``reindex``) shares, in one place.
 
-Before the run: the listed ids (:func:`list_ids`), the Beam options and runner name of a request.
-After it (the one post-run path): run the pipeline to the end, read what it really wrote, and hold it to what was listed: every
-listed image embedded or failed exactly once, nothing else (:func:`write_shards.reconcile`). Only a
+Before the run: a source that lists nothing is refused (:func:`require_images`), the Beam options
+and runner name of a request. After it (the one post-run path): run the pipeline to the end, read
+the shard writers' summaries and hold them to what was listed inside the pipeline: every listed
+image embedded or failed exactly once, nothing else (:func:`write_shards.reconcile`). Nothing here
+holds or reads per-image data: the launcher's work is O(shards), whatever the corpus size. Only a
 run that passes gets a manifest, which its caller writes with :func:`options_record` as the
 options it records. One path, so the two jobs cannot drift apart in what they guarantee.
 """
@@ -19,7 +21,6 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from beamlens.models.errors import BeamlensError
-from beamlens.models.faults import checkpoint
 from beamlens.transforms.read_images import METRICS_NAMESPACE, ImageSource, iter_image_refs
 from beamlens.transforms.write_shards import OutputSummary, read_outputs, reconcile
 
@@ -35,13 +36,11 @@ class FinishedRun:
     counters: Optional[dict[str, int]]
 
 
-def list_ids(source: ImageSource) -> set[str]:
-    """Every image id the source lists (what the run must account for); none is an error."""
-    listed_ids = {ref.image_id for ref in iter_image_refs(source)}
-    if not listed_ids:
+def require_images(source: ImageSource) -> None:
+    """A clear error before any work when the source lists nothing. Only the first image is
+    looked at: the listing itself runs inside the pipeline (ListImages), never in this process."""
+    if next(iter_image_refs(source), None) is None:
         raise BeamlensError(f"no images found in {source.describe()}")
-    checkpoint("listing")
-    return listed_ids
 
 
 def pipeline_options_of(request: Any) -> PipelineOptions:
@@ -85,13 +84,12 @@ def run_to_end(pipeline: beam.Pipeline) -> tuple[PipelineResult, float]:
     return result, time.monotonic() - started
 
 
-def run_and_reconcile(pipeline: beam.Pipeline, output_dir: str, num_shards: int, fingerprint: str,
-                      listed_ids: set[str]) -> FinishedRun:
-    """Run the pipeline, read its shards and error files back, and reconcile them with ``listed_ids``
-    (``CountMismatchError`` when they differ: the caller then writes no manifest)."""
+def run_and_reconcile(pipeline: beam.Pipeline, output_dir: str, num_shards: int, fingerprint: str) -> FinishedRun:
+    """Run the pipeline, read the shard writers' summaries back and reconcile them
+    (``CountMismatchError`` when an id is unaccounted for: the caller then writes no manifest)."""
     result, seconds = run_to_end(pipeline)
     summary = read_outputs(output_dir, num_shards, fingerprint)
-    reconcile(summary, listed_ids)
+    reconcile(summary)
     return FinishedRun(summary, seconds, _counters(result))
 
 

@@ -4,6 +4,7 @@ Layout (names from ``models.shards.records``)::
 
     <out>/embeddings-SSSSS-of-NNNNN.tfrecord   TFRecord of tf.train.Example, one per image
     <out>/errors-SSSSS-of-NNNNN.jsonl          one JSON line per bad image (id, uri, reason, stage)
+    <out>/summary-SSSSS-of-NNNNN.json          the shard's accounting (:class:`ShardSummary`), its writer's last file
     <out>/manifest.json                        written last, atomically, only if counts reconcile
 
 One sink, written by our own GroupByKey + DoFn rather than ``WriteToTFRecord``, because of what
@@ -16,15 +17,19 @@ the DaskRunner (Beam 2.77) does:
   re-run rewrites the same file, and copies of one id meet in one call and are dropped there.
 The file format is exactly what ``WriteToTFRecord`` writes (``tf.io.TFRecordWriter`` framing).
 
-The runner is still not trusted to have written what it was given: :func:`read_outputs` reads
-every file back and :func:`reconcile` fails loudly unless
-``listed images == distinct embedded ids + distinct failed ids``.
+The runner is still not trusted to have written what it was given, and the launcher must not
+read every record back (at 100M images that is ~50 GB through one process after the workers are
+done). So the listed ids travel to the sink too (:class:`Listed`, keyed like the records): each
+shard's writer sees its listed ids, records and errors together, checks every vector as it writes
+it, and writes its accounting last. :func:`read_outputs` reads those O(shards) summaries and the
+files' sizes; :func:`reconcile` fails loudly unless every shard accounts for each listed id
+exactly once and ``listed == embedded + failed``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -48,10 +53,11 @@ from beamlens.models.shards.records import (
     decode_record,
     encode_record,
 )
-from beamlens.models.shards.reader import check_record_vector, shard_records
+from beamlens.models.shards.reader import check_record_vector
 from beamlens.transforms.read_images import ImageError
 
 ERRORS_SUFFIX = ".jsonl"
+SUMMARY_PREFIX, SUMMARY_SUFFIX = "summary", ".json"  # one per shard, its writer's accounting
 
 
 class CountMismatchError(BeamlensError):
@@ -75,36 +81,134 @@ def _key_outcome(outcome: EmbeddingRecord | StoredRecord | ImageError, num_shard
     return shard_of(outcome.image_id, num_shards), outcome
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A listed image id on its way to its shard's writer, which accounts for it there."""
+
+    image_id: str
+
+
+def mark_listed(indexed: tuple[int, Any]) -> Listed:
+    """(index, ImageRef) from ListImages -> the id its shard must account for."""
+    return Listed(indexed[1].image_id)
+
+
+@dataclass
+class ShardSummary:
+    """One shard's accounting, written by its writer beside the shard (``summary-*.json``).
+
+    The launcher reads these, O(shards) bytes, instead of every record: an id always lands in
+    the shard ``shard_of`` names, so its listing, its record and its error all meet in one writer,
+    which can tell missing, unknown and doubly-accounted ids there."""
+
+    shard: int
+    listed: int = 0
+    embedded: int = 0
+    failed: int = 0
+    duplicates_dropped: int = 0
+    dimension: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    fingerprints: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # listed, neither embedded nor failed (first few)
+    unknown: list[str] = field(default_factory=list)  # written, never listed (first few)
+    both: list[str] = field(default_factory=list)  # embedded and failed (first few)
+    anomalies: int = 0  # missing + unknown + both, all of them
+    bad_record: str = ""  # the first record that breaks a vector rule
+    shard_bytes: int = 0
+    errors_bytes: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ShardSummary":
+        return cls(**json.loads(text))
+
+
+class _ShardCheck:
+    """The per-record rules of a shard: one dimension, finite unit vectors (an all-zero vector,
+    a blank image through L2 normalisation, passes), the fingerprints seen."""
+
+    def __init__(self, summary: ShardSummary, name: str) -> None:
+        self.summary, self.name, self.fingerprints = summary, name, set()
+
+    def check(self, record: EmbeddingRecord) -> None:
+        vector = np.asarray(record.embedding, np.float32)
+        self.fingerprints.add(record.model_fingerprint)
+        where = f"{self.name}: record {record.image_id!r}"
+        if self.summary.bad_record:
+            return
+        if self.summary.dimension and vector.size != self.summary.dimension:
+            self.summary.bad_record = f"{where} has dimension {vector.size}, others {self.summary.dimension}"
+            return
+        self.summary.dimension = vector.size
+        try:
+            check_record_vector(vector, where, unit_norm=bool(np.any(vector)))
+        except BeamlensError as error:
+            self.summary.bad_record = str(error)
+
+
+def _account(summary: ShardSummary, listed: set[str], embedded: set[str], failed: set[str]) -> None:
+    both, written = embedded & failed, embedded | failed
+    missing, unknown = listed - written, written - listed
+    summary.listed, summary.embedded, summary.failed = len(listed), len(embedded), len(failed)
+    summary.anomalies = len(missing) + len(unknown) + len(both)
+    summary.missing, summary.unknown, summary.both = (sorted(ids)[:5] for ids in (missing, unknown, both))
+
+
 class WriteShard(beam.DoFn):
-    """(shard, records and errors) -> embeddings-i.tfrecord + errors-i.jsonl; emits one count line."""
+    """(shard, listed ids, records and errors) -> embeddings-i.tfrecord + errors-i.jsonl, then
+    summary-i.json (the shard's accounting, written last); emits one count line."""
 
     def __init__(self, output_dir: str, num_shards: int) -> None:
         self._output_dir = output_dir
         self._num_shards = num_shards
 
+    def _name(self, prefix: str, shard: int, suffix: str) -> str:
+        return join(self._output_dir, shard_name(prefix, shard, self._num_shards, suffix))
+
     def process(self, keyed: tuple[int, Iterable[Any]]) -> Iterator[tuple[int, int, int]]:
         shard, outcomes = keyed
-        shard_path = join(self._output_dir, shard_name(SHARD_PREFIX, shard, self._num_shards, SHARD_SUFFIX))
+        summary = ShardSummary(shard)
+        shard_path = self._name(SHARD_PREFIX, shard, SHARD_SUFFIX)
+        rules = _ShardCheck(summary, files.basename(shard_path))
         seen: set[str] = set()
+        listed: set[str] = set()
         errors: dict[str, ImageError] = {}
         with files.atomic_stream(shard_path) as stream:  # the one atomic writer, any filesystem
             for outcome in outcomes:
-                if isinstance(outcome, (EmbeddingRecord, StoredRecord)) and outcome.image_id not in seen:
+                if isinstance(outcome, Listed):
+                    listed.add(outcome.image_id)
+                elif isinstance(outcome, (EmbeddingRecord, StoredRecord)) and outcome.image_id not in seen:
                     seen.add(outcome.image_id)
-                    write_record(stream, outcome.serialized if isinstance(outcome, StoredRecord) else encode_record(outcome))
+                    serialized = outcome.serialized if isinstance(outcome, StoredRecord) else encode_record(outcome)
+                    rules.check(decode_record(serialized) if isinstance(outcome, StoredRecord) else outcome)
+                    summary.shard_bytes += write_record(stream, serialized)
+                elif isinstance(outcome, (EmbeddingRecord, StoredRecord)):
+                    summary.duplicates_dropped += 1
                 elif isinstance(outcome, ImageError):
+                    summary.duplicates_dropped += int(outcome.image_id in errors)
                     errors.setdefault(outcome.image_id, outcome)
             checkpoint("write")  # written, not yet renamed
         checkpoint("rename")
-        lines = [json.dumps(errors[i].to_json_dict(), sort_keys=True) + "\n" for i in sorted(errors)]
-        files.write_atomic(join(self._output_dir, shard_name(ERRORS_PREFIX, shard, self._num_shards, ERRORS_SUFFIX)), "".join(lines))
+        lines = "".join(json.dumps(errors[i].to_json_dict(), sort_keys=True) + "\n" for i in sorted(errors))
+        files.write_atomic(self._name(ERRORS_PREFIX, shard, ERRORS_SUFFIX), lines)
+        summary.errors_bytes = len(lines.encode("utf-8"))
+        for error in errors.values():
+            summary.reasons[error.stage] = summary.reasons.get(error.stage, 0) + 1
+        summary.fingerprints = sorted(rules.fingerprints)
+        _account(summary, listed, seen, set(errors))
+        files.write_atomic(self._name(SUMMARY_PREFIX, shard, SUMMARY_SUFFIX), summary.to_json())
         yield shard, len(seen), len(errors)
 
 
 class WriteEmbeddingsAndErrors(beam.PTransform):
-    """PCollection[EmbeddingRecord | StoredRecord | ImageError] -> shards + error files (one sink on every runner).
+    """PCollection[Listed | EmbeddingRecord | StoredRecord | ImageError] -> shards, error files and
+    their summaries (one sink on every runner).
 
-    A StoredRecord (a re-index carrying an unchanged image) is written byte for byte."""
+    Every listed id must come in as a :class:`Listed` (``| beam.Map(mark_listed)`` on ListImages'
+    output) for its shard to account for it. A StoredRecord (a re-index carrying an unchanged
+    image) is written byte for byte."""
 
     def __init__(self, output_dir: str, num_shards: int) -> None:
         super().__init__()
@@ -134,6 +238,7 @@ def prepare_output(output_dir: str) -> None:
         files.delete([manifest])
     stale = []
     patterns = (f"{SHARD_PREFIX}-*-of-*{SHARD_SUFFIX}", f"{ERRORS_PREFIX}-*-of-*{ERRORS_SUFFIX}",
+                f"{SUMMARY_PREFIX}-*-of-*{SUMMARY_SUFFIX}",
                 f"{SHARD_PREFIX}-*{SHARD_SUFFIX}.tmp-*")  # the last: temp files of a crashed run
     for pattern in patterns:
         stale += files.match_paths(join(output_dir, pattern))
@@ -143,15 +248,17 @@ def prepare_output(output_dir: str) -> None:
 
 @dataclass
 class OutputSummary:
-    """What was really written, read back from the files."""
+    """What the shard writers accounted for, summed over their ``summary-*.json`` files."""
 
-    embedded_ids: set[str]
-    error_ids: set[str]
+    listed: int
+    embedded: int
+    failed: int
     dimension: int
     shards: list[str]
     error_files: list[str]
     duplicates_dropped: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # what does not reconcile, shard by shard
 
 
 def _expected_files(output_dir: str, prefix: str, suffix: str, num_shards: int) -> list[str]:
@@ -168,72 +275,59 @@ def _expected_files(output_dir: str, prefix: str, suffix: str, num_shards: int) 
     return names
 
 
+def _shard_problems(summary: ShardSummary, output_dir: str, names: tuple[str, str], fingerprint: str) -> list[str]:
+    """What is wrong with one shard: its ids, its vectors, or files that are not what its writer wrote."""
+    problems = [summary.bad_record] if summary.bad_record else []
+    if [f for f in summary.fingerprints if f != fingerprint]:
+        problems.append(f"{names[0]}: model fingerprint {summary.fingerprints}, expected {fingerprint!r}")
+    for name, size in zip(names, (summary.shard_bytes, summary.errors_bytes)):
+        stat = files.size_and_mtime(join(output_dir, name))
+        if stat is None or stat[0] != size:
+            problems.append(f"{name}: {stat[0] if stat else 'no'} bytes on disk, its writer wrote {size}")
+    if summary.anomalies:
+        problems.append(f"shard {summary.shard}: missing {summary.missing}, unknown {summary.unknown}, "
+                        f"both embedded and failed {summary.both} ({summary.anomalies} ids in all)")
+    return problems
+
+
 def read_outputs(output_dir: str, num_shards: int, model_fingerprint: str) -> OutputSummary:
-    """Read every shard and error file back; duplicates (same id, same vector) are tolerated."""
+    """The writers' per-shard summaries, summed (O(shards) reads, whatever the corpus size); each
+    shard and error file must be there with the size its writer recorded."""
     shards = _expected_files(output_dir, SHARD_PREFIX, SHARD_SUFFIX, num_shards)
     error_files = _expected_files(output_dir, ERRORS_PREFIX, ERRORS_SUFFIX, num_shards)
-    digests: dict[str, bytes] = {}
-    dimension = -1
-    duplicates = 0
-    for name in shards:
-        for serialized in shard_records(join(output_dir, name)):
-            record: EmbeddingRecord = decode_record(serialized)
-            vector = np.asarray(record.embedding, np.float32)
-            where = f"{name}: record {record.image_id!r}"
-            if dimension < 0:
-                dimension = vector.size
-            if vector.size != dimension or vector.size == 0:
-                raise CountMismatchError(f"{where} has dimension {vector.size}, others {dimension}")
-            if record.model_fingerprint != model_fingerprint:
-                raise CountMismatchError(f"{where} has model fingerprint {record.model_fingerprint!r}, expected {model_fingerprint!r}")
-            try:  # the reader's rule; an all-zero vector (a blank image through L2 normalisation) passes
-                check_record_vector(vector, where, unit_norm=bool(np.any(vector)))
-            except BeamlensError as error:
-                raise CountMismatchError(str(error)) from None
-            digest = hashlib.sha256(serialized).digest()
-            if record.image_id in digests:
-                if digests[record.image_id] != digest:
-                    raise CountMismatchError(f"{where} appears twice with different contents")
-                duplicates += 1
-                continue
-            digests[record.image_id] = digest
-    error_ids: set[str] = set()
-    reasons: dict[str, int] = {}
-    for name in error_files:
-        for line in files.read_text(join(output_dir, name)).splitlines():
-            if not line.strip():
-                continue
-            entry = json.loads(line)
-            if entry["image_id"] in error_ids:
-                duplicates += 1
-                continue
-            error_ids.add(entry["image_id"])
-            reasons[entry["stage"]] = reasons.get(entry["stage"], 0) + 1
-    return OutputSummary(set(digests), error_ids, max(dimension, 0), shards, error_files, duplicates, reasons)
+    names = _expected_files(output_dir, SUMMARY_PREFIX, SUMMARY_SUFFIX, num_shards)
+    total = OutputSummary(0, 0, 0, 0, shards, error_files)
+    for shard, name in enumerate(names):
+        summary = ShardSummary.from_json(files.read_text(join(output_dir, name)))
+        total.problems += _shard_problems(summary, output_dir, (shards[shard], error_files[shard]), model_fingerprint)
+        if summary.dimension and total.dimension and summary.dimension != total.dimension:
+            total.problems.append(f"{shards[shard]} has dimension {summary.dimension}, others {total.dimension}")
+        total.dimension = total.dimension or summary.dimension
+        total.listed += summary.listed
+        total.embedded += summary.embedded
+        total.failed += summary.failed
+        total.duplicates_dropped += summary.duplicates_dropped
+        for stage, count in summary.reasons.items():
+            total.reasons[stage] = total.reasons.get(stage, 0) + count
+    return total
 
 
-def reconcile(summary: OutputSummary, listed_ids: set[str]) -> None:
+def reconcile(summary: OutputSummary) -> None:
     """Fail loudly unless every listed image is embedded or failed, exactly once, and nothing else."""
-    both = summary.embedded_ids & summary.error_ids
-    written = summary.embedded_ids | summary.error_ids
-    missing = listed_ids - written
-    unknown = written - listed_ids
-    if both or missing or unknown or len(listed_ids) != len(summary.embedded_ids) + len(summary.error_ids):
+    if summary.problems or summary.listed != summary.embedded + summary.failed:
         raise CountMismatchError(
-            f"counts do not reconcile: read {len(listed_ids)} images, wrote {len(summary.embedded_ids)} "
-            f"embeddings + {len(summary.error_ids)} errors; missing {len(missing)} {sorted(missing)[:5]}, "
-            f"unknown {len(unknown)} {sorted(unknown)[:5]}, both embedded and failed {len(both)} {sorted(both)[:5]}. "
-            "The runner lost or invented elements; no manifest was written."
-        )
+            f"counts do not reconcile: read {summary.listed} images, wrote {summary.embedded} embeddings + "
+            f"{summary.failed} errors; " + "; ".join(summary.problems[:5])
+            + ". The runner lost or invented elements; no manifest was written.")
 
 
 def write_manifest(output_dir: str, summary: OutputSummary, model_fingerprint: str, options: dict[str, Any], extra: dict[str, Any]) -> Manifest:
     manifest = Manifest(
-        count=len(summary.embedded_ids),
+        count=summary.embedded,
         dimension=summary.dimension,
         model_fingerprint=model_fingerprint,
         shards=list(summary.shards),
-        errors=len(summary.error_ids),
+        errors=summary.failed,
         error_files=list(summary.error_files),
         options=options,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

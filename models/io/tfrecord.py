@@ -36,10 +36,12 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-def write_record(stream: BinaryIO, data: bytes) -> None:
-    """Append one record in TFRecord framing (what ``tf.data.TFRecordDataset`` reads)."""
+def write_record(stream: BinaryIO, data: bytes) -> int:
+    """Append one record in TFRecord framing (what ``tf.data.TFRecordDataset`` reads); its size in bytes."""
     header = struct.pack("<Q", len(data))
-    stream.write(header + struct.pack("<I", masked_crc32c(header)) + data + _FOOTER.pack(masked_crc32c(data)))
+    framed = header + struct.pack("<I", masked_crc32c(header)) + data + _FOOTER.pack(masked_crc32c(data))
+    stream.write(framed)
+    return len(framed)
 
 
 def iter_records(stream: BinaryIO, name: str = "TFRecord file") -> Iterator[bytes]:
