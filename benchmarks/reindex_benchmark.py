@@ -3,7 +3,7 @@
     TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/reindex_benchmark.py --images 1000 [--runner FnApiRunner]
 
 Both timings are whole ``beamlens reindex`` runs (listing, hashing, join, embedding, shard
-writing, read-back check, searcher build, publishing):
+writing, count check, searcher build, publishing):
 
 1. full build: an empty root, every image embedded;
 2. incremental: 1% new images added, the rest carried over (hashed, not embedded).

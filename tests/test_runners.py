@@ -3,7 +3,7 @@
 * in-memory FnApiRunner (what DirectRunner falls back to offline),
 * DirectRunner ``multi_processing`` with 2 workers (DoFns and the model handler must pickle),
 * DaskRunner on a ``distributed.LocalCluster`` with 2 workers (threads of this process, see below) (a real distributed engine
-  with known defects: the pipeline's read-back count check must pass there too).
+  with known defects: the count check from the shard summaries must pass there too).
 """
 
 from __future__ import annotations
@@ -94,5 +94,5 @@ def test_dask_runner_on_local_cluster(tmp_path, corpus, reference):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
         result = _run(tmp_path, corpus, ["--runner", DASK_RUNNER, "--dask_client_address", cluster.scheduler_address])
     _assert_same(result, reference, corpus)
-    assert result[2].extra["counters"] is None  # DaskRunner has no metrics: the read-back check is what counts
+    assert result[2].extra["counters"] is None  # DaskRunner has no metrics: the shard summaries are what counts
     assert result[2].extra["runner"] == DASK_RUNNER

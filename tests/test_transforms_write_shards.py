@@ -1,4 +1,4 @@
-"""The shard sink, the read-back count check, and a lossy run that must not get a manifest."""
+"""The shard sink, its per-shard summaries and the count check built on them, and a lossy run that must not get a manifest."""
 
 from __future__ import annotations
 

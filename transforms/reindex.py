@@ -272,7 +272,7 @@ def corpus_size_for_buckets(source: ImageSource, batch: int, previous_count: int
 
 @dataclasses.dataclass
 class GraphOutcome:
-    """What one run of the graph wrote, read back and reconciled with the listing."""
+    """What one run of the graph wrote, as its shard writers accounted for it, reconciled with the listing."""
 
     summary: Any  # transforms.write_shards.OutputSummary
     plan: PlanCounts

@@ -4,8 +4,8 @@ Two tasks in sequence:
 
 1. ``reindex`` (BashOperator) runs ``beamlens reindex`` on the Airflow worker. With
    ``--runner=DataflowRunner`` the heavy part (hashing, RunInference on the new images, shard
-   writing) runs on Dataflow; the worker waits for it, reads the shards back to check the
-   counts, builds the searcher and moves ``ROOT/LATEST`` (a crashed task leaves LATEST alone;
+   writing) runs on Dataflow; the worker waits for it, checks the counts from the shard
+   writers' per-shard summaries (O(shards) bytes, never a record), builds the searcher and moves ``ROOT/LATEST`` (a crashed task leaves LATEST alone;
    the retry cleans up the partial version). The worker needs the beamlens package installed
    (``pip install beamlens`` from this repository, plus tflite-support with --no-deps).
 2. ``publish`` (BashOperator) copies LATEST's searchers to the bucket the app downloads from

@@ -2,7 +2,7 @@
 
 Why not ``tf.data.TFRecordDataset``: iterating it eagerly costs 0.1-0.6 ms per record (an op
 dispatch per ``next``), which made reading the shards the largest per-record cost of a re-index
-(three passes over every carried record: previous shards, read-back check, searcher build).
+(passes over every carried record: previous shards, searcher build).
 The framing is simple and fixed, so reading it directly is ~100x cheaper:
 
     uint64 length | uint32 masked_crc32c(length) | data[length] | uint32 masked_crc32c(data)

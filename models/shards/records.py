@@ -194,7 +194,7 @@ def check_manifest_counts(folder: str, manifest: Manifest, held: Mapping[str, in
 
     ``held``: records read from each listed shard; ``distinct``: distinct image ids among them
     (None: not known). The total may equal either: ``beamlens embed`` counts distinct ids (a copy a
-    runner wrote twice is dropped on read-back), a writer counting what it wrote counts records;
+    runner wrote twice is dropped by its shard's writer), a writer counting what it wrote counts records;
     any other number means the manifest does not describe these shards.
     """
     records = sum(held.values())
