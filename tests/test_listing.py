@@ -104,14 +104,65 @@ def test_unreadable_file_is_listed_then_denied(tmp_path):
 
 def test_a_folder_that_cannot_be_listed_is_an_error_not_a_silent_gap(tmp_path, monkeypatch):
     (tmp_path / "locked").mkdir()
+    real_scandir = os.scandir
 
-    def walk(root, onerror=None, **kwargs):  # what os.walk does with a folder it may not read
-        yield str(tmp_path), ["locked"], []
-        onerror(PermissionError(13, "Permission denied", str(tmp_path / "locked")))
+    def scandir(path):  # what a folder we may not read does (the suite may run as root: chmod would not)
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
 
-    monkeypatch.setattr(read_images.os, "walk", walk)
+    monkeypatch.setattr(read_images.os, "scandir", scandir)
     with pytest.raises(BeamlensError, match=r"cannot list .*locked: Permission denied.* cannot be counted"):
         match_entries(str(tmp_path / "**.jpg"))
+
+
+class _CountingScandir:
+    """os.scandir that counts the entries its callers actually pulled."""
+
+    def __init__(self) -> None:
+        self.pulled, self._real = 0, os.scandir
+
+    def __call__(self, path):
+        real = self._real(path)
+        counter = self
+
+        class Entries:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                real.close()
+
+            def __iter__(self):
+                for entry in real:
+                    counter.pulled += 1
+                    yield entry
+
+        return Entries()
+
+
+def test_the_launcher_checks_a_glob_from_its_first_match_and_counts_without_keeping(tmp_path, monkeypatch):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(200):
+        (folder / f"{n:03d}.png").write_bytes(b"not decoded here")
+    source = ImageSource(input_glob=str(folder / "*.png"))
+    counting = _CountingScandir()
+    monkeypatch.setattr(read_images.os, "scandir", counting)
+    assert read_images.has_images(source) and counting.pulled == 1  # one entry read, not 200
+    assert read_images.count_images(source, 50) == 50 and counting.pulled == 51
+    assert read_images.count_images(source, 10_000) == 200
+    assert not read_images.has_images(ImageSource(input_glob=str(folder / "*.jpg")))
+    assert not read_images.has_images(ImageSource(input_glob=str(tmp_path / "nowhere" / "*.png")))
+
+
+def test_an_empty_coco_file_fails_the_run_and_publishes_nothing(tmp_path, encoder):
+    captions, images, _ = h.write_coco_corpus(tmp_path, [])
+    out = tmp_path / "out"
+    with pytest.raises(BeamlensError, match="no images found: the source listed none; no manifest was written"):
+        embed_images.run(["--captions", str(captions), "--images", str(images), "--model", str(encoder),
+                          "--output", str(out), "--num-shards", "2"], save_main_session=False)
+    assert not (out / "manifest.json").exists()
 
 
 def test_describe_names_the_default_image_folder(tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import os
 import posixpath
 import re
@@ -125,7 +126,14 @@ def match_entries(pattern: str) -> list[str]:
 
 
 def _match_local_entries(pattern: str) -> list[str]:
-    """Every directory entry a local glob matches, with Beam's glob meaning, directories excepted.
+    """Every directory entry a local glob matches (:func:`_iter_local_entries`), as a list."""
+    return list(_iter_local_entries(pattern))
+
+
+def _iter_local_entries(pattern: str) -> Iterator[str]:
+    """Every directory entry a local glob matches, with Beam's glob meaning, directories excepted,
+    yielded as each folder is read (``os.scandir``): a caller that needs only the first match
+    (:func:`has_images`) reads one folder's first entries, not the whole listing.
 
     Why not ``FileSystems.match``: Beam's LocalFileSystem (2.77) walks the folder and stats every
     file for its size, and drops the ones whose ``os.path.getsize`` fails (``except OSError:
@@ -146,10 +154,12 @@ def _match_local_entries(pattern: str) -> list[str]:
         pattern += "*"  # as Beam does
     prefix = re.match(r"^[^[*?]*", pattern).group(0)
     if prefix == pattern:  # no wildcard: the entry itself, if it is there (a dangling link is)
-        return [pattern] if os.path.lexists(pattern) and not os.path.isdir(pattern) else []
+        if os.path.lexists(pattern) and not os.path.isdir(pattern):
+            yield pattern
+        return
     root = posixpath.dirname(prefix)
     if not os.path.isdir(root):
-        return []
+        return
     matches = re.compile(FileSystem.translate_pattern(pattern)).match
     # Most "/" a match can have ("*" matches none, "?" and "[...]" one, "**" any): deeper folders
     # are not walked, so an unlistable folder out of the pattern's reach is no error.
@@ -160,12 +170,55 @@ def _match_local_entries(pattern: str) -> list[str]:
             raise BeamlensError(f"cannot list {error.filename}: {error.strerror or error}; "
                                 f"the entries of {pattern} in it cannot be counted") from None
 
-    found = []
-    for folder, subfolders, names in os.walk(root, onerror=unlistable):
-        if depth is not None and os.path.join(folder, "sub", "name").count("/") > depth:
-            subfolders.clear()  # their entries have more "/" than any match
-        found += [path for path in (os.path.join(folder, name) for name in names) if matches(path)]
-    return found
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        # Entries in a deeper folder would have more "/" than any match: not walked.
+        walk_deeper = depth is None or os.path.join(folder, "sub", "name").count("/") <= depth
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if _is_folder(entry):  # a link to a folder is skipped, never walked (as os.walk)
+                        if walk_deeper and not entry.is_symlink():
+                            pending.append(entry.path)
+                    elif matches(entry.path):
+                        yield entry.path
+        except OSError as error:
+            unlistable(error)
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # as os.walk: an entry we cannot stat is listed, and fails when it is read
+        return False
+
+
+def count_images(source: ImageSource, limit: int) -> int:
+    """How many images the source lists, counted up to ``limit`` and none kept: a glob is
+    streamed (remote: the filesystem asked for at most ``limit``), a COCO file is parsed."""
+    if not source.input_glob:
+        return sum(1 for _ in itertools.islice(iter_image_refs(source), limit))
+    if files.is_remote(source.input_glob):
+        return files.count_matches(source.input_glob, limit)
+    return sum(1 for _ in itertools.islice(_iter_local_entries(files.local_path(source.input_glob)), limit))
+
+
+def has_images(source: ImageSource) -> bool:
+    """Whether a glob source matches anything, from its first match only (the launcher must not
+    list a corpus of 100M files to learn that it is not empty). A COCO captions file says so only
+    once parsed, which is the pipeline's job: True here, and an empty listing fails the run."""
+    if not source.input_glob:
+        return True
+    pattern = source.input_glob
+    try:
+        if not files.is_remote(pattern):
+            return next(_iter_local_entries(files.local_path(pattern)), None) is not None
+        return files.any_match(pattern)
+    except BeamlensError:
+        raise
+    except Exception as error:
+        raise BeamlensError(f"cannot match {pattern}: {error}") from None
 
 
 class _ListAndNumber(beam.DoFn):

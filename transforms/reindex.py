@@ -19,7 +19,6 @@ The join is the scalable design: neither side is ever held in one process.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import zlib
 from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence
@@ -33,7 +32,7 @@ from beamlens.models.shards.reader import shard_records
 from beamlens.models.shards.records import EmbeddingRecord, StoredRecord, decode_record, peek_record
 from beamlens.transforms.decode import DecodeBatch, ImageBatch, Preprocess, only
 from beamlens.transforms.inference import EmbedBatches
-from beamlens.transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, iter_image_refs, file_stamp, read_image_bytes
+from beamlens.transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, count_images, file_stamp, read_image_bytes
 from beamlens.transforms.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
 from beamlens.transforms.run_accounting import run_and_reconcile
 from beamlens.transforms.write_shards import WriteEmbeddingsAndErrors, mark_listed, prepare_output
@@ -267,7 +266,7 @@ def corpus_size_for_buckets(source: ImageSource, batch: int, previous_count: int
     bucket count still grows (no id is kept)."""
     if previous_count:
         return previous_count
-    return sum(1 for _ in itertools.islice(iter_image_refs(source), MAX_BUCKETS * BATCHES_PER_BUCKET * batch))
+    return count_images(source, MAX_BUCKETS * BATCHES_PER_BUCKET * batch)
 
 
 @dataclasses.dataclass

@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from beamlens.models.errors import BeamlensError
-from beamlens.transforms.read_images import METRICS_NAMESPACE, ImageSource, iter_image_refs
+from beamlens.transforms.read_images import METRICS_NAMESPACE, ImageSource, has_images
 from beamlens.transforms.write_shards import OutputSummary, read_outputs, reconcile
 
 SCALARS = (str, int, float, bool, type(None))
@@ -37,9 +37,10 @@ class FinishedRun:
 
 
 def require_images(source: ImageSource) -> None:
-    """A clear error before any work when the source lists nothing. Only the first image is
-    looked at: the listing itself runs inside the pipeline (ListImages), never in this process."""
-    if next(iter_image_refs(source), None) is None:
+    """A clear error before any work when a glob matches nothing, from its first match only: the
+    listing itself runs inside the pipeline (ListImages), never in this process. An empty COCO
+    file is found by the run (:func:`write_shards.reconcile`: nothing listed, no manifest)."""
+    if not has_images(source):
         raise BeamlensError(f"no images found in {source.describe()}")
 
 

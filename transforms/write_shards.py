@@ -313,7 +313,10 @@ def read_outputs(output_dir: str, num_shards: int, model_fingerprint: str) -> Ou
 
 
 def reconcile(summary: OutputSummary) -> None:
-    """Fail loudly unless every listed image is embedded or failed, exactly once, and nothing else."""
+    """Fail loudly unless every listed image is embedded or failed, exactly once, and nothing else;
+    a source that listed nothing is an error too (there is nothing to publish)."""
+    if summary.listed == 0 and not summary.problems:
+        raise BeamlensError("no images found: the source listed none; no manifest was written")
     if summary.problems or summary.listed != summary.embedded + summary.failed:
         raise CountMismatchError(
             f"counts do not reconcile: read {summary.listed} images, wrote {summary.embedded} embeddings + "
