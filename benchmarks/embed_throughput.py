@@ -5,7 +5,7 @@ Both are measured in one run, on the same images, on the same machine:
 * bare:     the images decoded once with the shared preprocessing, then ``model.predict`` in
             batches (the model's own speed, no I/O, no decoding: the ceiling);
 * pipeline: ``beamlens embed`` on DirectRunner ``multi_processing`` with 2 workers (listing,
-            reading, decoding, RunInference, shard writing, read-back count check).
+            reading, decoding, RunInference, shard writing, the count check).
 
 The pipeline's fixed start-up (worker processes importing TensorFlow, loading the model) is
 separated from its steady rate by running two corpus sizes: marginal rate = extra images / extra
@@ -126,7 +126,9 @@ def pipeline_seconds(model_path: Path, folder: Path, out: Path, batch_size: int,
 
 
 class TreeMemorySampler:
-    """Peak summed RSS of this process and all its descendants (the Beam workers), sampled from /proc.
+    """Peak summed RSS of this process and all its descendants (the Beam workers), sampled from /proc,
+    each descendant's own peak (``peak_by_pid``: the largest worker is what sizes a machine) and
+    the peak of the descendants' sum alone (``peak_descendants_kb``: the workers without the launcher).
 
     ``getrusage(RUSAGE_CHILDREN)`` alone misleads here: a worker forked from this process starts
     with this process's RSS on its books, so its maximum is at least ours.
@@ -136,6 +138,8 @@ class TreeMemorySampler:
         import threading  # noqa: PLC0415
 
         self.peak_kb = 0
+        self.peak_by_pid: dict[int, int] = {}
+        self.peak_descendants_kb = 0
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -164,12 +168,17 @@ class TreeMemorySampler:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            pending, total = [os.getpid()], 0
+            pending, total, descendants = [os.getpid()], 0, 0
             while pending:
                 pid = pending.pop()
-                total += self._rss_kb(pid)
+                rss = self._rss_kb(pid)
+                total += rss
+                if pid != os.getpid():
+                    descendants += rss
+                    self.peak_by_pid[pid] = max(self.peak_by_pid.get(pid, 0), rss)
                 pending += self._children(pid)
             self.peak_kb = max(self.peak_kb, total)
+            self.peak_descendants_kb = max(self.peak_descendants_kb, descendants)
 
     def __enter__(self) -> "TreeMemorySampler":
         self._thread.start()
