@@ -77,7 +77,8 @@ def bare_per_core(model_dir: Path, count: int) -> dict[str, float]:
 
     single_thread()
     config = model_folder.read_config(str(model_dir), [model_folder.VISION_ENCODER, model_folder.IMAGE_EMBEDDER])
-    photos = (coco_photos() * (1 + count // len(coco_photos())))[:count]
+    found = coco_photos()
+    photos = (found * (1 + count // len(found)))[:count]
     pixels, decode_rate = decode_all(photos, int(config["image_size"]))
     keras_run = run_keras(str(model_dir / model_folder.VISION_ENCODER), pixels, 32)
     tflite_run = run_tflite(str(model_dir / model_folder.IMAGE_EMBEDDER), pixels, 32)

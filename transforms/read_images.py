@@ -16,6 +16,7 @@ listed and shuffled; image bytes are read after the shuffle, on the worker that 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -112,17 +113,33 @@ def iter_image_refs(source: ImageSource) -> Iterator[ImageRef]:
         yield ImageRef(image_id=str(image.image_id), uri=image.path, captions=tuple(image.captions))
 
 
-def match_entries(pattern: str) -> list[str]:
-    """Every path the glob matches, directories excepted: remote filesystems through
-    ``FileSystems.match``, local ones through :func:`_match_local_entries` (see there why)."""
+@contextlib.contextmanager
+def _matching(pattern: str) -> Iterator[None]:
+    """Any failure to match ``pattern`` as a BeamlensError naming it (ours pass through)."""
     try:
-        if not files.is_remote(pattern):
-            return _match_local_entries(files.local_path(pattern))
-        return files.match_paths(pattern)
+        yield
     except BeamlensError:
         raise
     except Exception as error:
         raise BeamlensError(f"cannot match {pattern}: {error}") from None
+
+
+def match_entries(pattern: str) -> list[str]:
+    """Every path the glob matches, directories excepted: remote filesystems through
+    ``FileSystems.match``, local ones through :func:`_match_local_entries` (see there why)."""
+    with _matching(pattern):
+        if not files.is_remote(pattern):
+            return _match_local_entries(files.local_path(pattern))
+        return files.match_paths(pattern)
+
+
+def count_entries(pattern: str, limit: int) -> int:
+    """How many paths the glob matches, counted up to ``limit`` and none kept: a local glob is
+    walked lazily (:func:`_iter_local_entries`), a remote filesystem asked for at most ``limit``."""
+    with _matching(pattern):
+        if not files.is_remote(pattern):
+            return sum(1 for _ in itertools.islice(_iter_local_entries(files.local_path(pattern)), limit))
+        return files.count_matches(pattern, limit)
 
 
 def _match_local_entries(pattern: str) -> list[str]:
@@ -195,30 +212,18 @@ def _is_folder(entry: os.DirEntry) -> bool:
 
 
 def count_images(source: ImageSource, limit: int) -> int:
-    """How many images the source lists, counted up to ``limit`` and none kept: a glob is
-    streamed (remote: the filesystem asked for at most ``limit``), a COCO file is parsed."""
-    if not source.input_glob:
-        return sum(1 for _ in itertools.islice(iter_image_refs(source), limit))
-    if files.is_remote(source.input_glob):
-        return files.count_matches(source.input_glob, limit)
-    return sum(1 for _ in itertools.islice(_iter_local_entries(files.local_path(source.input_glob)), limit))
+    """How many images the source lists, counted up to ``limit`` and none kept: a glob through
+    :func:`count_entries`, a COCO file parsed."""
+    if source.input_glob:
+        return count_entries(source.input_glob, limit)
+    return sum(1 for _ in itertools.islice(iter_image_refs(source), limit))
 
 
 def has_images(source: ImageSource) -> bool:
     """Whether a glob source matches anything, from its first match only (the launcher must not
     list a corpus of 100M files to learn that it is not empty). A COCO captions file says so only
     once parsed, which is the pipeline's job: True here, and an empty listing fails the run."""
-    if not source.input_glob:
-        return True
-    pattern = source.input_glob
-    try:
-        if not files.is_remote(pattern):
-            return next(_iter_local_entries(files.local_path(pattern)), None) is not None
-        return files.any_match(pattern)
-    except BeamlensError:
-        raise
-    except Exception as error:
-        raise BeamlensError(f"cannot match {pattern}: {error}") from None
+    return not source.input_glob or count_entries(source.input_glob, 1) > 0
 
 
 class _ListAndNumber(beam.DoFn):

@@ -107,11 +107,6 @@ def match_paths(pattern: str) -> list[str]:
     return sorted(m.path for m in _beam().match([pattern])[0].metadata_list)
 
 
-def any_match(pattern: str) -> bool:
-    """Whether a glob matches anything, asking the filesystem for one match only."""
-    return count_matches(pattern, 1) > 0
-
-
 def count_matches(pattern: str, limit: int) -> int:
     """How many paths a glob matches, asking the filesystem for at most ``limit``."""
     return len(_beam().match([pattern], limits=[limit])[0].metadata_list)
