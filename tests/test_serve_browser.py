@@ -40,10 +40,19 @@ def searchers(tmp_path_factory) -> ServeSearchers:
     return build_serve_searchers(tmp_path_factory.mktemp("serve-browser"))
 
 
+FIRST_PICTURE_SETTLED = "() => { const img = document.querySelector('#results .hit img'); return img && img.complete; }"
+
+
 def _first_hit(page) -> tuple[str, int]:
-    """(image id, natural width of its picture) of the first tile: 0 when the image did not load."""
+    """(image id, natural width of its picture) of the first tile: 0 when the image failed to load.
+
+    Waits until the browser has finished with the first picture (loaded or failed): the grid is
+    drawn before its pictures arrive, and the page's ``load`` event has long fired by then, so
+    waiting for the load state alone raced the picture (a CI run read a width of 0).
+    """
+    page.wait_for_function(FIRST_PICTURE_SETTLED, timeout=15_000)
     tile = page.locator("#results .hit").first
-    width = tile.locator("img").evaluate("img => img.complete ? img.naturalWidth : 0")
+    width = tile.locator("img").evaluate("img => img.naturalWidth")
     return tile.get_attribute("data-image-id"), int(width)
 
 
@@ -63,7 +72,6 @@ def test_search_upload_and_more_like_this_in_headless_chromium(searchers: ServeS
             page.fill("#k", "6")
             page.click("#search-text")
             page.wait_for_selector("#results .hit img")
-            page.wait_for_load_state("load")
             assert page.url.startswith(url + "/?q=a+rocket") and "k=6" in page.url  # a link to share
             assert page.locator("#results .hit").count() == 6
             image_id, width = _first_hit(page)
@@ -74,7 +82,6 @@ def test_search_upload_and_more_like_this_in_headless_chromium(searchers: ServeS
             page.set_input_files("#image", str(TFLITE_SUPPORT_DATA / "burger.jpg"))
             page.click("#search-image")
             page.wait_for_selector("#results .hit img")
-            page.wait_for_load_state("load")
             image_id, width = _first_hit(page)
             assert image_id == "burger" and width > 0
             assert "burger.jpg" in page.inner_text("#summary")
