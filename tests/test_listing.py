@@ -1,7 +1,7 @@
 """Glob listing counts every entry it matched: unreadable ones are dead-lettered at read, not lost.
 
 Beam's LocalFileSystem drops entries it cannot stat (a dangling symbolic link vanished: not
-embedded, not dead-lettered, not counted); ``transforms.read_images`` lists local globs itself.
+embedded, not dead-lettered, not counted); ``transforms.listing`` lists local globs itself.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from beamlens.pipelines import embed_images
 from tests import embed_helpers as h
 from tests.conftest import PROJECT_ROOT
 from beamlens.transforms import read_images
-from beamlens.transforms.read_images import ImageReadError, ImageSource, iter_image_refs, match_entries, read_image_bytes
+from beamlens.transforms import listing
+from beamlens.transforms.listing import iter_image_refs, match_entries
+from beamlens.transforms.read_images import ImageReadError, ImageSource, read_image_bytes
 
 DANGLING_TARGET = "gone/photo.jpg"
 
@@ -92,7 +94,8 @@ def test_unreadable_file_is_listed_then_denied(tmp_path):
     secret = tmp_path / "secret.jpg"
     secret.write_bytes(h.real_photos()[0].read_bytes())
     secret.chmod(0)
-    code = ("import sys; from beamlens.transforms.read_images import ImageReadError, match_entries, read_image_bytes\n"
+    code = ("import sys; from beamlens.transforms.listing import match_entries\n"
+            "from beamlens.transforms.read_images import ImageReadError, read_image_bytes\n"
             "print(match_entries(sys.argv[1] + '/*.jpg'))\n"
             "try:\n    read_image_bytes(sys.argv[1] + '/secret.jpg')\nexcept ImageReadError as e:\n    print(e.reason)")
     unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
@@ -111,7 +114,7 @@ def test_a_folder_that_cannot_be_listed_is_an_error_not_a_silent_gap(tmp_path, m
             raise PermissionError(13, "Permission denied", path)
         return real_scandir(path)
 
-    monkeypatch.setattr(read_images.os, "scandir", scandir)
+    monkeypatch.setattr(listing.os, "scandir", scandir)
     with pytest.raises(BeamlensError, match=r"cannot list .*locked: Permission denied.* cannot be counted"):
         match_entries(str(tmp_path / "**.jpg"))
 
@@ -148,12 +151,12 @@ def test_the_launcher_checks_a_glob_from_its_first_match_and_counts_without_keep
         (folder / f"{n:03d}.png").write_bytes(b"not decoded here")
     source = ImageSource(input_glob=str(folder / "*.png"))
     counting = _CountingScandir()
-    monkeypatch.setattr(read_images.os, "scandir", counting)
-    assert read_images.has_images(source) and counting.pulled == 1  # one entry read, not 200
-    assert read_images.count_images(source, 50) == 50 and counting.pulled == 51
-    assert read_images.count_images(source, 10_000) == 200
-    assert not read_images.has_images(ImageSource(input_glob=str(folder / "*.jpg")))
-    assert not read_images.has_images(ImageSource(input_glob=str(tmp_path / "nowhere" / "*.png")))
+    monkeypatch.setattr(listing.os, "scandir", counting)
+    assert listing.has_images(source) and counting.pulled == 1  # one entry read, not 200
+    assert listing.count_images(source, 50) == 50 and counting.pulled == 51
+    assert listing.count_images(source, 10_000) == 200
+    assert not listing.has_images(ImageSource(input_glob=str(folder / "*.jpg")))
+    assert not listing.has_images(ImageSource(input_glob=str(tmp_path / "nowhere" / "*.png")))
 
 
 def test_an_empty_coco_file_fails_the_run_and_publishes_nothing(tmp_path, encoder):

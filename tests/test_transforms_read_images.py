@@ -9,15 +9,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from beamlens.models.errors import BeamlensError
 from tests import embed_helpers as h
-from beamlens.transforms.read_images import (
-    BatchImageRefs,
-    ImageReadError,
-    ImageRef,
-    ImageSource,
-    ListImages,
-    iter_image_refs,
-    read_image_bytes,
-)
+from beamlens.transforms.listing import BatchImageRefs, ListImages, ListPosition, iter_image_refs
+from beamlens.transforms.read_images import ImageReadError, ImageRef, ImageSource, read_image_bytes
 
 
 
@@ -26,7 +19,7 @@ def test_coco_listing_numbers_images_with_captions(tmp_path):
     captions, images, _ = h.write_coco_corpus(tmp_path, photos)
     source = ImageSource(captions_file=str(captions), image_root=str(images))
     expected = [
-        (n - 1, ImageRef(str(n), f"{images}/{n:012d}{p.suffix}", (f"photo number {n} ({p.stem})",)))
+        (ListPosition(0, n - 1), ImageRef(str(n), f"{images}/{n:012d}{p.suffix}", (f"photo number {n} ({p.stem})",)))
         for n, p in enumerate(photos, 1)
     ]
     with TestPipeline(runner="FnApiRunner") as pipeline:
@@ -54,7 +47,7 @@ def test_source_needs_exactly_one_input():
 
 
 def test_batches_are_exact_and_ordered():
-    indexed = [(i, ImageRef(str(i), f"/x/{i}.jpg")) for i in range(10)]
+    indexed = [(ListPosition(0, i), ImageRef(str(i), f"/x/{i}.jpg")) for i in range(10)]
     with TestPipeline(runner="FnApiRunner") as pipeline:
         batches = pipeline | beam.Create(indexed) | BatchImageRefs(4) | beam.Map(lambda b: [r.image_id for r in b])
         assert_that(batches, equal_to([["0", "1", "2", "3"], ["4", "5", "6", "7"], ["8", "9"]]))

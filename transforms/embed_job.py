@@ -3,7 +3,8 @@
 ``beamlens embed`` is this call behind a parser, and ``beamlens.embed`` is this call. The graph
 (same on every runner)::
 
-    Create(source) -> list + number images -> GroupByKey(index // batch) -> read + decode batch
+    Create(source) -> plan listing parts -> GroupByKey(part) -> list + number each part (many workers)
+      -> GroupByKey((part, index // batch)) -> read + decode batch
       -> RunInference(Keyed TF handler, pre-batched, dead-letter) -> L2 normalise
       -> one writer per shard (the listed ids keyed to it too): embeddings-*.tfrecord,
          errors-*.jsonl, summary-*.json (its accounting)
@@ -34,7 +35,8 @@ from beamlens.models.io.fingerprint import model_fingerprint
 from beamlens.models.shards.records import Manifest
 from beamlens.transforms.decode import DecodeBatch, ImageBatch, only, preprocess_for
 from beamlens.transforms.inference import EmbedBatches, check_engine, inference_model
-from beamlens.transforms.read_images import BatchImageRefs, ImageError, ImageSource, ListImages
+from beamlens.transforms.listing import BatchImageRefs, ListImages
+from beamlens.transforms.read_images import ImageError, ImageSource
 from beamlens.transforms.run_accounting import (
     require_images, option_values, options_record, pipeline_options_of, run_and_reconcile, runner_name)
 from beamlens.transforms.write_shards import WriteEmbeddingsAndErrors, mark_listed, prepare_output, write_manifest

@@ -1,7 +1,7 @@
 """RunInference with the vision encoder: keyed, pre-batched, dead-lettered, L2-normalised.
 
 * ``KeyedModelHandler`` keeps each image's metadata attached to its vector.
-* ``.with_no_batching()``: batches arrive already formed (see ``read_images.BatchImageRefs``);
+* ``.with_no_batching()``: batches arrive already formed (see ``listing.BatchImageRefs``);
   Beam's ``BatchElements`` emits its last batch in ``finish_bundle``, which the DaskRunner drops.
 * ``.with_exception_handling()``: a batch the model rejects becomes one error record per image.
   Both consumers of RunInference's outputs filter by shape, because on Dask every consumer

@@ -32,7 +32,8 @@ from beamlens.models.shards.reader import shard_records
 from beamlens.models.shards.records import EmbeddingRecord, StoredRecord, decode_record, peek_record
 from beamlens.transforms.decode import DecodeBatch, ImageBatch, Preprocess, only
 from beamlens.transforms.inference import EmbedBatches
-from beamlens.transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, ListImages, content_hash, count_images, file_stamp, read_image_bytes
+from beamlens.transforms.listing import ListImages, ListPosition, count_images
+from beamlens.transforms.read_images import ImageError, ImageReadError, ImageRef, ImageSource, content_hash, file_stamp, read_image_bytes
 from beamlens.transforms.reindex_plan import Action, Current, Decision, PlanCounts, Previous, decide
 from beamlens.transforms.run_accounting import run_and_reconcile
 from beamlens.transforms.write_shards import WriteEmbeddingsAndErrors, mark_listed, prepare_output
@@ -111,7 +112,7 @@ class Classify(beam.DoFn):
             yield EmbedRef(refs[0])
 
 
-def _key_current(indexed: tuple[int, ImageRef]) -> tuple[str, ImageRef]:
+def _key_current(indexed: tuple[ListPosition, ImageRef]) -> tuple[str, ImageRef]:
     return indexed[1].image_id, indexed[1]
 
 

@@ -21,7 +21,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.runner import PipelineResult
 
 from beamlens.models.errors import BeamlensError
-from beamlens.transforms.read_images import METRICS_NAMESPACE, ImageSource, has_images
+from beamlens.transforms.listing import has_images
+from beamlens.transforms.read_images import METRICS_NAMESPACE, ImageSource
 from beamlens.transforms.write_shards import OutputSummary, read_outputs, reconcile
 
 SCALARS = (str, int, float, bool, type(None))

@@ -88,8 +88,8 @@ class Listed:
     image_id: str
 
 
-def mark_listed(indexed: tuple[int, Any]) -> Listed:
-    """(index, ImageRef) from ListImages -> the id its shard must account for."""
+def mark_listed(indexed: tuple[Any, Any]) -> Listed:
+    """(ListPosition, ImageRef) from ListImages -> the id its shard must account for."""
     return Listed(indexed[1].image_id)
 
 
