@@ -84,6 +84,21 @@ def test_embed_unknown_option_exits_2_names_it_and_writes_nothing(tmp_path, caps
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["embed", "reindex"])
+def test_dask_partitions_above_one_exit_2_and_say_why(tmp_path, capsys, command: str) -> None:
+    """Beam 2.77's DaskRunner re-runs elements across partitions (benchmarks/dask_partitions.py)."""
+    (tmp_path / "m.keras").write_bytes(b"not read: refused before")
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    out = tmp_path / "out"
+    where = ["--output", str(out)] if command == "embed" else ["--output-root", str(out), "--no-searcher"]
+    code = cli.main([command, "--input-glob", str(tmp_path / "*.jpg"), "--model", str(tmp_path / "m.keras"), *where,
+                     "--runner", "apache_beam.runners.dask.dask_runner.DaskRunner", "--dask_npartitions", "4"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(f"beamlens {command}: error: --dask_npartitions 4: ") and "more than once" in err
+    assert not out.exists()
+
+
 def test_embed_shell_expanded_glob_exits_2_and_says_to_quote(tmp_path, capsys) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -46,8 +46,33 @@ def require_images(source: ImageSource) -> None:
 
 
 def pipeline_options_of(request: Any) -> PipelineOptions:
-    """The request's Beam options, or Beam's defaults (the DirectRunner) when it gave none."""
-    return request.pipeline_options if request.pipeline_options is not None else PipelineOptions([])
+    """The request's Beam options, or Beam's defaults (the DirectRunner) when it gave none;
+    refused when they would split a Dask job into partitions (:func:`refuse_dask_partitions`)."""
+    options = request.pipeline_options if request.pipeline_options is not None else PipelineOptions([])
+    refuse_dask_partitions(options)
+    return options
+
+
+def refuse_dask_partitions(options: PipelineOptions) -> None:
+    """``--dask_npartitions`` above 1 on the DaskRunner is an error, before any work.
+
+    Beam 2.77's DaskRunner runs elements again and again once a collection has more than one
+    partition (``benchmarks/dask_partitions.py``, 2-worker LocalCluster: 32 elements made in 4
+    partitions ran 80 times, 735 after one GroupByKey, 8,295 and 8,885 after two in two runs; in one partition, 32). Our
+    jobs start from one element, so Dask keeps them in one partition, on one worker at a time;
+    asking for more partitions would only multiply the work (the shard writers drop the copies).
+    """
+    if "DaskRunner" not in runner_name(options):
+        return
+    try:
+        from apache_beam.runners.dask.dask_runner import DaskOptions  # noqa: PLC0415  (needs dask)
+    except ImportError:  # Beam reports the missing dask itself, when it runs
+        return
+    asked = options.view_as(DaskOptions).npartitions
+    if asked and asked > 1:
+        raise BeamlensError(f"--dask_npartitions {asked}: Beam 2.77's DaskRunner runs elements more than once when a "
+                            "collection has more than one partition (32 elements in 4 partitions ran 80 times, 735 "
+                            "after a GroupByKey: benchmarks/dask_partitions.py); leave it unset (one partition)")
 
 
 def runner_name(options: PipelineOptions) -> str:
