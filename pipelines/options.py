@@ -32,6 +32,9 @@ class EmbedOptions(PipelineOptions):
         parser.add_argument("--captions", dest="captions", default=None, help="COCO captions_*.json (local or any Beam filesystem)")
         parser.add_argument("--images", dest="images", default=None, help="image folder of the COCO split (default: <captions>/../../<split>)")
         parser.add_argument("--input-glob", "--input_glob", dest="input_glob", default=None, help="glob of image files instead of a COCO layout, e.g. 'gs://b/photos/*.jpg'")
+        parser.add_argument("--input-list", "--input_list", dest="input_list", default=None,
+                            help="a text file of image paths or URIs, one a line (a bucket inventory, `gsutil ls`), instead of "
+                                 "a COCO layout or a glob; workers read it in parts side by side")
         parser.add_argument("--model", dest="model", default=None, help="vision encoder .keras file (raw 0..255 pixels in, vectors out), or a Task Library image embedder .tflite")
         parser.add_argument("--output", dest="output", default=None, help="output folder for shards, error files and manifest.json")
         parser.add_argument("--num-shards", "--num_shards", dest="num_shards", type=int, default=DEFAULT_NUM_SHARDS, help="number of embedding shards (and error files)")

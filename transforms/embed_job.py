@@ -51,7 +51,7 @@ class EmbedRequest:
     """Which images, which encoder, where to: the ``beamlens embed`` options as fields.
 
     Exactly one image source: ``captions`` (a COCO captions file; ``images`` defaults to the
-    split's folder beside it) or ``input_glob``. ``model`` is a vision encoder ``.keras`` (raw
+    split's folder beside it), ``input_glob``, or ``input_list`` (a text file of paths, one a line). ``model`` is a vision encoder ``.keras`` (raw
     0..255 pixels in) or a Task Library image embedder ``.tflite``.
     """
 
@@ -60,6 +60,7 @@ class EmbedRequest:
     captions: Optional[str] = None
     images: Optional[str] = None
     input_glob: Optional[str] = None
+    input_list: Optional[str] = None
     num_shards: int = DEFAULT_NUM_SHARDS
     image_size: int = 0  # 0: read from the model's input shape
     resize: str = "auto"  # pil | task_library | auto (task_library for .tflite, pil for .keras)
@@ -85,7 +86,8 @@ class EmbedRequest:
         return inference_model(self.model, self.engine, image_size)
 
     def source(self) -> ImageSource:
-        return ImageSource(captions_file=self.captions, image_root=self.images, input_glob=self.input_glob)
+        return ImageSource(captions_file=self.captions, image_root=self.images, input_glob=self.input_glob,
+                           input_list=self.input_list)
 
 
 @dataclass(frozen=True)
@@ -125,9 +127,11 @@ def validate_request(request: EmbedRequest, *, needs_output: bool = True) -> Ima
     if request.image_size < 0:
         raise BeamlensError(f"--image-size must be positive, got {request.image_size}")
     if request.images and not request.captions:
-        raise BeamlensError("--images needs --captions (or use --input-glob)")
+        raise BeamlensError("--images needs --captions (or use --input-glob or --input-list)")
     if request.captions:
         files.require_file(request.captions, "--captions")
+    if request.input_list:
+        files.require_file(request.input_list, "--input-list")
     return request.source()
 
 

@@ -9,9 +9,12 @@ own part. An image's place is a :class:`ListPosition` (part, index within the pa
 
 What splits: a local glob (a local disk, or an NFS / GCS-fuse mount on every worker) splits by
 folder, breadth-first, until there are about ``max_parts`` parts: each folder above that level
-is a part of its own files, each folder at that level a part with everything below it. What
-does not split: a remote glob (``gs://``, ``s3://``: Beam's ``FileSystems.match`` lists a prefix
-in one call and returns it whole), a pattern without subfolders to split by (one flat folder),
+is a part of its own files, each folder at that level a part with everything below it. A list of
+paths (``--input-list``: a text file, one path or URI a line, such as a bucket inventory) splits
+by byte ranges of ``list_part_bytes``: a line belongs to the part its first byte falls in, and a
+part streams its lines (file order, nothing sorted or held). What does not split: a remote glob
+(``gs://``, ``s3://``: Beam's ``FileSystems.match`` lists a prefix in one call and returns it
+whole: give such a corpus as a list), a pattern without subfolders to split by (one flat folder),
 and a COCO caption file (one JSON document, parsed whole). Each is one part, as before.
 
 Why a GroupByKey and not ``Reshuffle`` or ``fileio.MatchAll``: the DaskRunner runs only Create,
@@ -34,6 +37,7 @@ import itertools
 import os
 import posixpath
 import re
+import sys
 from dataclasses import dataclass
 from typing import Iterable, Iterator, NamedTuple
 
@@ -50,6 +54,8 @@ from beamlens.transforms.read_images import METRICS_NAMESPACE, ImageRef, ImageSo
 # About this many parts per listing: enough to keep a few hundred workers listing at once, few
 # enough that planning reads only the upper folders of a corpus laid out in folders.
 DEFAULT_LISTING_PARTS = 256
+# A list of paths is read in parts of this many bytes (about a million lines of gs:// URIs each).
+LIST_PART_BYTES = 64 * 2**20
 
 
 class ListPosition(NamedTuple):
@@ -66,6 +72,7 @@ class ListingPart(NamedTuple):
     source: ImageSource
     folder: str | None = None  # a local glob's part: the folder it lists; None: the whole source
     deep: bool = True  # whether it lists the folder's subfolders too (False: they are parts of their own)
+    span: tuple[int, int] | None = None  # a list's part: the bytes [start, end) its lines start in
 
 
 @contextlib.contextmanager
@@ -197,10 +204,14 @@ def _splittable_glob(source: ImageSource) -> LocalGlob | None:
     return glob if glob is not None and os.path.isdir(glob.root) else None
 
 
-def plan_parts(source: ImageSource, max_parts: int = DEFAULT_LISTING_PARTS) -> list[ListingPart]:
-    """The listing's parts, in the listing's order: a splittable local glob split by folder,
-    breadth-first, one level at a time until a level holds ``max_parts`` folders or there is none
-    below; anything else one part. Reads the names of the folders above the last level only."""
+def plan_parts(source: ImageSource, max_parts: int = DEFAULT_LISTING_PARTS,
+               list_part_bytes: int = LIST_PART_BYTES) -> list[ListingPart]:
+    """The listing's parts, in the listing's order: a list split by bytes (:func:`_plan_list`); a
+    splittable local glob split by folder, breadth-first, one level at a time until a level holds
+    ``max_parts`` folders or there is none below; anything else one part. Reads the names of the
+    folders above the last level only."""
+    if source.input_list:
+        return _plan_list(source, list_part_bytes)
     with _matching(source.input_glob or source.captions_file or ""):
         glob = _splittable_glob(source) if max_parts > 1 else None
         if glob is None:
@@ -217,10 +228,51 @@ def plan_parts(source: ImageSource, max_parts: int = DEFAULT_LISTING_PARTS) -> l
     return [ListingPart(number, source, folder, deep) for number, (folder, deep) in enumerate(folders)]
 
 
+def _plan_list(source: ImageSource, part_bytes: int) -> list[ListingPart]:
+    """A list's parts: byte ranges of ``part_bytes`` over the file (one part for an empty file)."""
+    if part_bytes < 1:
+        raise BeamlensError(f"a list part must hold at least one byte, got {part_bytes}")
+    try:
+        stamp = files.size_and_mtime(source.input_list)
+    except Exception as error:  # missing, unreadable, a filesystem that cannot match
+        raise BeamlensError(f"cannot read --input-list {source.input_list}: {error}") from None
+    if stamp is None:
+        raise BeamlensError(f"cannot read --input-list {source.input_list}: not found")
+    size = stamp[0]
+    spans = [(start, min(start + part_bytes, size)) for start in range(0, max(size, 1), part_bytes)]
+    return [ListingPart(number, source, span=span) for number, span in enumerate(spans)]
+
+
+def iter_list_paths(path: str, span: tuple[int, int] = (0, sys.maxsize)) -> Iterator[str]:
+    """The paths on the lines of the list ``path`` that start in the bytes ``[start, end)``, in file
+    order, streamed: a line that started before ``start`` is the previous part's, a line that
+    starts before ``end`` is read to its end. Blank lines are skipped; line ends (LF or CRLF) are
+    not part of a path, anything else on the line is."""
+    start, end = span
+    with files.open_read(path) as stream:
+        position = 0
+        if start > 0:
+            stream.seek(start - 1)
+            position = start - 1 + len(stream.readline())  # finishes the line the byte before start is on
+        while position < end:
+            line = stream.readline()
+            if not line:
+                return
+            try:
+                text = line.rstrip(b"\r\n").decode("utf-8")
+            except UnicodeDecodeError:
+                raise BeamlensError(f"{path}: the line at byte {position} is not UTF-8 text") from None
+            position += len(line)
+            if text.strip():
+                yield text
+
+
 def iter_part_refs(part: ListingPart) -> Iterator[ImageRef]:
-    """One part's images in a stable order: a local glob's folder as sorted paths, a whole source
-    as sorted matches (glob) or in the COCO file's order."""
+    """One part's images in a stable order: a list's lines in file order, a local glob's folder as
+    sorted paths, a whole source as sorted matches (glob) or in the COCO file's order."""
     source = part.source
+    if source.input_list:
+        return (ImageRef(image_id=path, uri=path) for path in iter_list_paths(source.input_list, part.span))
     if source.input_glob:
         pattern = source.input_glob
         with _matching(pattern):
@@ -247,17 +299,19 @@ def iter_image_refs(source: ImageSource, max_parts: int = DEFAULT_LISTING_PARTS)
 
 def count_images(source: ImageSource, limit: int) -> int:
     """How many images the source lists, counted up to ``limit`` and none kept: a glob through
-    :func:`count_entries`, a COCO file parsed."""
+    :func:`count_entries`, a list's lines read up to ``limit``, a COCO file parsed."""
     if source.input_glob:
         return count_entries(source.input_glob, limit)
+    if source.input_list:
+        return sum(1 for _ in itertools.islice(iter_list_paths(source.input_list), limit))
     return sum(1 for _ in itertools.islice(_iter_coco_refs(source), limit))
 
 
 def has_images(source: ImageSource) -> bool:
-    """Whether a glob source matches anything, from its first match only (the launcher must not
-    list a corpus of 100M files to learn that it is not empty). A COCO captions file says so only
-    once parsed, which is the pipeline's job: True here, and an empty listing fails the run."""
-    return not source.input_glob or count_entries(source.input_glob, 1) > 0
+    """Whether a glob or a list names any image, from its first match or line only (the launcher
+    must not list a corpus of 100M files to learn that it is not empty). A COCO captions file says
+    so only once parsed, which is the pipeline's job: True here, and an empty listing fails the run."""
+    return bool(source.captions_file) or count_images(source, 1) > 0
 
 
 class _ListPart(beam.DoFn):
@@ -284,16 +338,18 @@ def _the_parts(keyed: tuple[int, Iterable[ListingPart]]) -> Iterable[ListingPart
 class ListImages(beam.PTransform):
     """PBegin -> PCollection[(ListPosition, ImageRef)]: planned in one worker, listed part by part in many."""
 
-    def __init__(self, source: ImageSource, max_parts: int = DEFAULT_LISTING_PARTS) -> None:
+    def __init__(self, source: ImageSource, max_parts: int = DEFAULT_LISTING_PARTS,
+                 list_part_bytes: int = LIST_PART_BYTES) -> None:
         super().__init__()
         self._source = source
         self._max_parts = max_parts
+        self._list_part_bytes = list_part_bytes
 
     def expand(self, pbegin):
         return (
             pbegin
             | "Source" >> beam.Create([self._source])
-            | "PlanParts" >> beam.FlatMap(plan_parts, self._max_parts)
+            | "PlanParts" >> beam.FlatMap(plan_parts, self._max_parts, self._list_part_bytes)
             | "KeyByPart" >> beam.Map(_keyed_by_number)
             | "SpreadParts" >> beam.GroupByKey()
             | "Parts" >> beam.FlatMap(_the_parts)

@@ -50,15 +50,18 @@ class ImageReadError(BeamlensError):
 
 @dataclass(frozen=True)
 class ImageSource:
-    """Where the images come from: a COCO caption file (+ image root) or a glob."""
+    """Where the images come from: a COCO caption file (+ image root), a glob, or a list of paths
+    (``input_list``: a text file, one path or URI per line, as a bucket inventory or ``gsutil ls``
+    writes; the one source of a remote corpus whose listing splits across workers)."""
 
     captions_file: str | None = None
     image_root: str | None = None
     input_glob: str | None = None
+    input_list: str | None = None
 
     def __post_init__(self) -> None:
-        if bool(self.captions_file) == bool(self.input_glob):
-            raise BeamlensError("give either --captions (with --images) or --input-glob, not both or neither")
+        if sum(bool(given) for given in (self.captions_file, self.input_glob, self.input_list)) != 1:
+            raise BeamlensError("give either --captions (with --images), --input-glob or --input-list: exactly one")
 
     def resolved_image_root(self) -> str:
         """The image folder of a COCO source: --images, or the split folder its caption file implies."""
@@ -68,6 +71,8 @@ class ImageSource:
         """One line for the log and the manifest, naming the image folder really used (given or default)."""
         if self.input_glob:
             return f"glob {self.input_glob}"
+        if self.input_list:
+            return f"list {self.input_list}"
         if self.image_root:
             return f"COCO captions {self.captions_file} (images under {self.image_root})"
         try:

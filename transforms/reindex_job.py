@@ -67,6 +67,7 @@ class ReindexRequest:
     captions: Optional[str] = None
     images: Optional[str] = None
     input_glob: Optional[str] = None
+    input_list: Optional[str] = None
     text_embedder: Optional[str] = None
     image_embedder: Optional[str] = None
     previous: Optional[str] = None  # default: output_root (follows LATEST)
