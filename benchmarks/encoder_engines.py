@@ -10,7 +10,9 @@ real photos at their real size from ../shared (COCO photos, then Flickr8k dev wh
   handler uses (``transforms.inference.predict_on_batch``), batches of ``--batch``, images/s;
 * tflite: the same folder's ``image_embedder.tflite`` (the file ImageSearcher loads; XNNPACK) in
   ``tf.lite.Interpreter`` through the TFLite handler's embedder, one call per image, images/s;
-* agreement: cosine between the two engines' unit vectors of the same pixels (min and mean), the
+* tflite-int8: the same encoder exported with dynamic-range int8 weights (``quantize="int8"``),
+  to see whether int8 holds the bar (it did not: see README);
+* agreement: cosine between the engines' unit vectors of the same pixels (min and mean), the
   bar issue 27 sets for swapping engines being 0.999;
 * per core: 1 / (1/decode + 1/model), the rate a single-threaded worker would reach with decode
   and inference in series, for each engine.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +89,7 @@ def run_keras(path: str, pixels: np.ndarray, batch: int) -> EngineRun:
     return EngineRun("keras", len(pixels) / (time.perf_counter() - started), unit(np.stack(rows)))
 
 
-def run_tflite(path: str, pixels: np.ndarray, batch: int) -> EngineRun:
+def run_tflite(path: str, pixels: np.ndarray, batch: int, name: str = "tflite") -> EngineRun:
     from beamlens.models.encoders.tflite_image_embedder import TFLiteImageEmbedder  # noqa: PLC0415
 
     embedder = TFLiteImageEmbedder(path, num_threads=1)
@@ -94,15 +97,24 @@ def run_tflite(path: str, pixels: np.ndarray, batch: int) -> EngineRun:
     started, rows = time.perf_counter(), []
     for start in range(0, len(pixels), batch):
         rows.append(embedder.embed(pixels[start:start + batch]))
-    return EngineRun("tflite", len(pixels) / (time.perf_counter() - started), unit(np.concatenate(rows)))
+    return EngineRun(name, len(pixels) / (time.perf_counter() - started), unit(np.concatenate(rows)))
+
+
+def export_int8(keras_path: str, image_size: int, out_path: str) -> str:
+    """The vision encoder as an image embedder with dynamic-range int8 weights."""
+    import keras  # noqa: PLC0415
+
+    from beamlens.models.export.encoders import export_image_embedder  # noqa: PLC0415
+
+    return export_image_embedder(keras.models.load_model(keras_path, compile=False), image_size, out_path, quantize="int8")
 
 
 def report(decode_rate: float, runs: list[EngineRun]) -> None:
     keras_run = runs[0]
-    print(f"\n{'engine':<8} {'model img/s':>12} {'per core (decode + model)':>26} {'vs keras':>9}")
+    print(f"\n{'engine':<12} {'model img/s':>12} {'per core (decode + model)':>26} {'vs keras':>9}")
     for run in runs:
         per_core = 1.0 / (1.0 / decode_rate + 1.0 / run.images_per_second)
-        print(f"{run.name:<8} {run.images_per_second:12.1f} {per_core:26.1f} "
+        print(f"{run.name:<12} {run.images_per_second:12.1f} {per_core:26.1f} "
               f"{run.images_per_second / keras_run.images_per_second:8.2f}x")
     for run in runs[1:]:
         cosine = np.sum(run.vectors * keras_run.vectors, axis=1)
@@ -125,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     pixels, decode_rate = decode_all(paths, int(config["image_size"]))
     print(f"{len(paths)} real photos, {config.get('image_backbone')} at {config['image_size']} px, one thread; "
           f"decode {decode_rate:.1f} img/s", flush=True)
-    runs = [run_keras(os.path.join(args.model_dir, model_folder.VISION_ENCODER), pixels, args.batch),
+    keras_path = os.path.join(args.model_dir, model_folder.VISION_ENCODER)
+    runs = [run_keras(keras_path, pixels, args.batch),
             run_tflite(os.path.join(args.model_dir, model_folder.IMAGE_EMBEDDER), pixels, args.batch)]
+    with tempfile.TemporaryDirectory() as work:
+        int8 = export_int8(keras_path, int(config["image_size"]), os.path.join(work, "image_embedder_int8.tflite"))
+        runs.append(run_tflite(int8, pixels, args.batch, name="tflite-int8"))
     report(decode_rate, runs)
     return 0
 

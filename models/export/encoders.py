@@ -110,12 +110,14 @@ def export_text_embedder(text: keras.Model, max_tokens: int, vocab_path: str, ou
 
 
 def export_image_embedder(vision: keras.Model, image_size: int, out_path: str,
-                          name: str = "beamlens_image_encoder") -> str:
-    """The vision encoder as a Task Library image embedder ``.tflite`` (float, with metadata): the
-    ImageSearcher's model, and the CPU engine ``beamlens embed`` runs by default (transforms/inference.py)."""
+                          name: str = "beamlens_image_encoder", quantize: str | None = None) -> str:
+    """The vision encoder as a Task Library image embedder ``.tflite`` (with metadata): the
+    ImageSearcher's model, and the CPU engine ``beamlens embed`` runs by default (transforms/inference.py).
+    Float by default: ``quantize="int8"`` (dynamic range) moved vectors below the 0.999 cosine bar
+    (benchmarks/encoder_engines.py measures it)."""
     raw = out_path + ".raw.tflite"
     try:
-        to_tflite(vision, tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image"), raw)
+        to_tflite(vision, tf.TensorSpec([1, image_size, image_size, 3], tf.float32, name="image"), raw, quantize)
         compat.call_tflite(tflite_metadata.write_image_embedder_metadata, raw, out_path, name=name)
     finally:
         if os.path.exists(raw):
