@@ -111,6 +111,9 @@ def test_dataflow_options_build_both_graphs(gpu):
         assert "no_use_multiple_sdk_containers" in options.view_as(beam.options.pipeline_options.DebugOptions).experiments
     else:
         assert services == [] and worker.machine_type is None
+    from beamlens.transforms.inference import accelerator_requested  # noqa: PLC0415
+
+    assert accelerator_requested(options) == gpu  # GPU workers: --engine auto runs the .keras on the GPU
     _assert_reindex_graph(labels)
     assert "Embed/RunInference" in " ".join(_embed_graph(CORPUS[:4] + flags))
 

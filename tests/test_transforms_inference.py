@@ -15,7 +15,8 @@ from beamlens.models.shards.records import EmbeddingRecord
 from tests import embed_helpers as h
 from beamlens.transforms.decode import ImageBatch, ImageMeta, only
 from beamlens.models.errors import BeamlensError
-from beamlens.transforms.inference import EmbedBatches, inference_model, l2_normalize
+from beamlens.transforms.embed_job import EmbedRequest
+from beamlens.transforms.inference import EmbedBatches, accelerator_requested, inference_model, l2_normalize
 from beamlens.transforms.read_images import ImageError
 
 
@@ -87,6 +88,23 @@ def test_auto_engine_runs_the_model_folders_tflite_twin(model_folder_with_twin, 
     # another image size than the twin's fixed input, or no model folder: the .keras runs
     assert inference_model(keras_file, "auto", h.TINY_SIZE + 8) == keras_file
     assert inference_model(str(encoder), "auto", h.TINY_SIZE) == str(encoder)
+
+
+def test_workers_with_a_gpu_run_the_keras_encoder_under_auto(model_folder_with_twin):
+    """TFLite's XNNPACK runs on the CPU only: asking for an accelerator keeps ``auto`` on the .keras."""
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
+
+    keras_file = str(model_folder_with_twin / "vision_encoder.keras")
+    twin = str(model_folder_with_twin / "image_embedder.tflite")
+    gpu_hint = PipelineOptions(["--resource_hints", "accelerator=type:nvidia-tesla-t4;count:1;install-nvidia-driver"])
+    dataflow_gpu = PipelineOptions(["--dataflow_service_options", "worker_accelerator=type:nvidia-l4;count:1"])
+    memory_hint = PipelineOptions(["--resource_hints", "min_ram=4GB"])
+    assert [accelerator_requested(o) for o in (gpu_hint, dataflow_gpu, memory_hint, PipelineOptions([]), None)] == \
+        [True, True, False, False, False]
+    assert inference_model(keras_file, "auto", h.TINY_SIZE, accelerator=True) == keras_file
+    assert inference_model(keras_file, "tflite", h.TINY_SIZE, accelerator=True) == twin  # asked for by name
+    assert EmbedRequest(model=keras_file, output="o", input_glob="*.jpg", pipeline_options=gpu_hint).inference_model(h.TINY_SIZE) == keras_file
+    assert EmbedRequest(model=keras_file, output="o", input_glob="*.jpg", pipeline_options=memory_hint).inference_model(h.TINY_SIZE) == twin
 
 
 @pytest.mark.parametrize("model, engine, size, message", [

@@ -34,7 +34,7 @@ from beamlens.models.io import files
 from beamlens.models.io.fingerprint import model_fingerprint
 from beamlens.models.shards.records import Manifest
 from beamlens.transforms.decode import DecodeBatch, ImageBatch, only, preprocess_for
-from beamlens.transforms.inference import EmbedBatches, check_engine, inference_model
+from beamlens.transforms.inference import EmbedBatches, accelerator_requested, check_engine, inference_model
 from beamlens.transforms.listing import BatchImageRefs, ListImages
 from beamlens.transforms.read_images import ImageError, ImageSource
 from beamlens.transforms.run_accounting import (
@@ -82,8 +82,9 @@ class EmbedRequest:
         return self.resize
 
     def inference_model(self, image_size: int) -> str:
-        """The file RunInference runs: ``model``, or its model folder's ``.tflite`` twin (``engine``)."""
-        return inference_model(self.model, self.engine, image_size)
+        """The file RunInference runs: ``model``, or its model folder's ``.tflite`` twin (``engine``;
+        ``auto`` keeps the ``.keras`` when the options ask for workers with a GPU)."""
+        return inference_model(self.model, self.engine, image_size, accelerator_requested(self.pipeline_options))
 
     def source(self) -> ImageSource:
         return ImageSource(captions_file=self.captions, image_root=self.images, input_glob=self.input_glob,

@@ -121,7 +121,19 @@ def _twin_unusable(folder: str, image_size: int) -> str | None:
     return None
 
 
-def inference_model(model_path: str, engine: str, image_size: int) -> str:
+def accelerator_requested(options: Any) -> bool:
+    """Whether the job asks its workers for an accelerator (GPU): a Beam ``--resource_hints
+    accelerator=...`` or Dataflow's ``--dataflow_service_options worker_accelerator=...``."""
+    if options is None:
+        return False
+    parsed = options.get_all_options(retain_unknown_options=True)
+    hints = parsed.get("resource_hints") or []
+    service = parsed.get("dataflow_service_options") or []
+    return any(str(hint).strip().startswith("accelerator") for hint in hints) or \
+        any(str(option).strip().startswith("worker_accelerator") for option in service)
+
+
+def inference_model(model_path: str, engine: str, image_size: int, accelerator: bool = False) -> str:
     """The file RunInference runs for ``--model model_path --engine engine``.
 
     Why: a model folder (``train`` / ``export-pretrained``) holds the same weights twice, as
@@ -131,6 +143,8 @@ def inference_model(model_path: str, engine: str, image_size: int) -> str:
     with the same vectors (cosine 1.0000). ``auto`` therefore runs the folder's ``.tflite`` when
     it takes the ``image_size`` the job resizes to, and the ``.keras`` otherwise; the images are
     still resized the ``.keras`` way (``--resize auto`` follows ``--model``, not the engine).
+    On workers with an accelerator (``accelerator``: :func:`accelerator_requested`) ``auto`` runs
+    the ``.keras``: TensorFlow uses the GPU, the TFLite interpreter (XNNPACK) only the CPU.
     """
     from beamlens.models.export import model_folder  # noqa: PLC0415
 
@@ -139,7 +153,7 @@ def inference_model(model_path: str, engine: str, image_size: int) -> str:
         if engine == "keras":
             raise BeamlensError(f"--engine keras needs a .keras --model, got {model_path}")
         return model_path
-    if engine == "keras":
+    if engine == "keras" or (engine == "auto" and accelerator):
         return model_path
     folder = files.dirname(model_path)
     why_not = _twin_unusable(folder, image_size)
