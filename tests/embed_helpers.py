@@ -121,3 +121,20 @@ def predict_reference(model_path: Path, image_paths: list[Path], image_size: int
 def install_coco_shim() -> None:
     """No-op kept for tests written before models/corpora/coco.py landed (tests/test_reindex.py calls it)."""
     import beamlens.models.corpora.coco  # noqa: F401, PLC0415
+
+
+def deny_listing(monkeypatch, folder_name: str) -> None:
+    """Folders named ``folder_name`` cannot be listed by the listing code, as a folder we may not read
+    behaves (the suite may run as root, for whom chmod would not do it)."""
+    import os  # noqa: PLC0415
+
+    from beamlens.transforms import listing  # noqa: PLC0415
+
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.path.basename(path) == folder_name:
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(listing.os, "scandir", scandir)

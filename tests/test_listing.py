@@ -107,14 +107,7 @@ def test_unreadable_file_is_listed_then_denied(tmp_path):
 
 def test_a_folder_that_cannot_be_listed_is_an_error_not_a_silent_gap(tmp_path, monkeypatch):
     (tmp_path / "locked").mkdir()
-    real_scandir = os.scandir
-
-    def scandir(path):  # what a folder we may not read does (the suite may run as root: chmod would not)
-        if os.path.basename(path) == "locked":
-            raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(listing.os, "scandir", scandir)
+    h.deny_listing(monkeypatch, "locked")
     with pytest.raises(BeamlensError, match=r"cannot list .*locked: Permission denied.* cannot be counted"):
         match_entries(str(tmp_path / "**.jpg"))
 

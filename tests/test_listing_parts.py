@@ -27,6 +27,7 @@ from beamlens.transforms.listing import (
     plan_parts,
 )
 from beamlens.transforms.read_images import ImageSource
+from tests import embed_helpers as h
 
 TREE = ["a.jpg", "b.png", "s0/x.jpg", "s0/deep/y.jpg", "s1/z.jpg", "s1/deep2/w.jpg", "s1/deep2/v.jpg", "s1/deep2/notes.txt"]
 
@@ -101,14 +102,7 @@ def test_the_pipeline_numbers_within_parts_and_batches_never_mix_parts(tree):
 
 
 def test_a_subfolder_that_cannot_be_listed_fails_the_plan_with_its_name(tree, monkeypatch):
-    real_scandir = os.scandir
-
-    def scandir(path):  # what a folder we may not read does (the suite may run as root: chmod would not)
-        if os.path.basename(path) == "s1":
-            raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(listing.os, "scandir", scandir)
+    h.deny_listing(monkeypatch, "s1")
     with pytest.raises(BeamlensError, match=r"cannot list .*s1: Permission denied.* cannot be counted"):
         plan_parts(ImageSource(input_glob=str(tree / "**.jpg")), max_parts=8)
 
