@@ -1,6 +1,6 @@
 """What embedding a corpus costs: per-core rates on real photos, worker memory, and the launcher.
 
-    .venv/bin/python -m benchmarks.embed_cost [--model-dir build/model] [--photos 480]
+    .venv/bin/python -m benchmarks.embed_cost [--model-dir build/model] [--photos 1600]
                                               [--launcher-sizes 10000 1000000] [--skip-worker]
 
 One run, three parts (issue 27):
@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", default=str(ROOT / "build" / "model"),
                         help="a model folder with vision_encoder.keras and image_embedder.tflite (export-pretrained/train output)")
-    parser.add_argument("--photos", type=int, default=480, help="real photos in the large pipeline run (the small run: a quarter)")
+    parser.add_argument("--photos", type=int, default=1600,
+                        help="real photos in the large pipeline run (the small run: a quarter); the steady rate is the "
+                             "difference of the two runs, so below ~1,600 it swings from run to run")
     parser.add_argument("--launcher-sizes", type=int, nargs="*", default=[10_000, 1_000_000])
     parser.add_argument("--skip-worker", action="store_true", help="only the launcher part")
     args = parser.parse_args(argv)
