@@ -275,10 +275,10 @@ def iter_part_refs(part: ListingPart) -> Iterator[ImageRef]:
         return (ImageRef(image_id=path, uri=path) for path in iter_list_paths(source.input_list, part.span))
     if source.input_glob:
         pattern = source.input_glob
-        with _matching(pattern):
-            if part.folder is None:
-                paths = sorted(match_entries(pattern))
-            else:
+        if part.folder is None:
+            paths = sorted(match_entries(pattern))  # names its own failures
+        else:
+            with _matching(pattern):
                 paths = sorted(LocalGlob.parse(files.local_path(pattern)).walk(part.folder, part.deep))
         return (ImageRef(image_id=path, uri=path) for path in paths)
     return _iter_coco_refs(source)
