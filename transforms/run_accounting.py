@@ -59,8 +59,9 @@ def refuse_dask_partitions(options: PipelineOptions) -> None:
     Beam 2.77's DaskRunner runs elements again and again once a collection has more than one
     partition (``benchmarks/dask_partitions.py``, 2-worker LocalCluster: 32 elements made in 4
     partitions ran 80 times, 735 after one GroupByKey, 8,295 and 8,885 after two in two runs; in
-    one partition, 32). Our jobs start from one element, so Dask keeps them in one partition, on one worker at a time;
-    asking for more partitions would only multiply the work (the shard writers drop the copies).
+    one partition, 32). Our jobs start from one element, so Dask keeps them in one partition, on
+    one worker at a time; asking for more partitions would only multiply the work (the shard
+    writers drop the copies).
     """
     if "DaskRunner" not in runner_name(options):
         return
